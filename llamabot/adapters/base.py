@@ -1,0 +1,74 @@
+"""What a chat platform is to the core: the Adapter protocol and its limits."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from llamabot.events import ChannelRef, Inbound, SentMessage
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformLimits:
+    """How a platform wants replies streamed.
+
+    ``max_chars`` is the longest message; ``edit_interval_s`` the shortest time between
+    two edits of one message; ``typing_interval_s`` how often the typing indicator must
+    be renewed while waiting for the first token (``None``: no indicator).
+    """
+
+    max_chars: int
+    edit_interval_s: float
+    supports_edit: bool = True
+    typing_interval_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """A command as a platform's command menu shows it."""
+
+    name: str
+    description: str
+    usage: str = ""
+
+
+class DeliveryError(Exception):
+    """The platform refused a send or an edit.
+
+    ``permanent`` is true when retrying cannot help (no permission, blocked by the user).
+    """
+
+    def __init__(self, detail: str, *, permanent: bool = False) -> None:
+        super().__init__(detail)
+        self.permanent = permanent
+
+
+class BotHandle(Protocol):
+    """What an adapter may ask of the running bot."""
+
+    def submit(self, inbound: Inbound, adapter: Adapter) -> asyncio.Future[None]:
+        """Queue a message; the future completes when it has been handled."""
+        ...
+
+    def command_specs(self) -> list[CommandSpec]:
+        """The commands a platform should advertise in its menu."""
+        ...
+
+
+class Adapter(Protocol):
+    """A chat platform. It turns platform events into ``Inbound`` and sends replies."""
+
+    platform: str
+    limits: PlatformLimits
+
+    async def start(self, bot: BotHandle) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, to: ChannelRef, text: str, reply_to: str | None = None) -> SentMessage: ...
+
+    async def edit(self, sent: SentMessage, text: str) -> None: ...
+
+    async def typing(self, to: ChannelRef) -> None: ...

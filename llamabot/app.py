@@ -1,0 +1,194 @@
+"""Bot: owns the lifespan and wires config, storage, model, plugins and adapters together.
+
+Start order: database (migrate to head) -> model backend -> plugins -> scheduler ->
+router -> adapters. Whatever started stops, in reverse, also after a half-failed start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from llamabot.adapters.base import Adapter, CommandSpec
+from llamabot.config import Config, Resolved, resolve_storage_url
+from llamabot.conversation import Conversation
+from llamabot.events import Inbound
+from llamabot.llm.base import ChatModel
+from llamabot.plugin_host import PluginHost
+from llamabot.plugins import CommandContext
+from llamabot.router import Router, send_text
+from llamabot.storage.engine import create_engine, upgrade
+from llamabot.storage.history import HistoryStore
+
+log = logging.getLogger(__name__)
+
+
+class Bot:
+    """A running llamabot. Use as ``async with Bot(config, ...) as bot:``.
+
+    ``model`` and ``adapters`` default to what bot.toml asks for; tests and embedders
+    pass their own. ``config_path`` anchors relative paths (the SQLite file, plugins).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        model: ChatModel | None = None,
+        adapters: Sequence[Adapter] | None = None,
+        plugins: PluginHost | None = None,
+    ) -> None:
+        self._config = config
+        self.config_path = config_path
+        self._model = model
+        self._adapters: list[Adapter] = list(adapters) if adapters is not None else []
+        self._adapters_from_config = adapters is None
+        self._plugins = plugins
+        self._stack = contextlib.AsyncExitStack()
+        self._store: HistoryStore | None = None
+        self._router: Router | None = None
+        self.scheduler = None
+        self.stopped = asyncio.Event()
+
+    # -- what the parts share -------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        """The config in force (hot reload swaps it between messages)."""
+        return self._config
+
+    @property
+    def store(self) -> HistoryStore:
+        if self._store is None:
+            raise RuntimeError("the bot has not started")
+        return self._store
+
+    @property
+    def model(self) -> ChatModel:
+        if self._model is None:
+            raise RuntimeError("the bot has not started")
+        return self._model
+
+    @property
+    def plugins(self) -> PluginHost:
+        if self._plugins is None:
+            raise RuntimeError("the bot has not started")
+        return self._plugins
+
+    @property
+    def adapters(self) -> list[Adapter]:
+        return list(self._adapters)
+
+    @property
+    def config_dir(self) -> Path:
+        return self.config_path.parent if self.config_path is not None else Path.cwd()
+
+    def apply_config(self, config: Config) -> None:
+        """Put a new config in force for the next message."""
+        self._config = config
+
+    # -- BotHandle, for adapters -----------------------------------------------------
+
+    def submit(self, inbound: Inbound, adapter: Adapter) -> asyncio.Future[None]:
+        """Queue a message for handling; the future completes once it was handled."""
+        if self._router is None:
+            raise RuntimeError("the bot has not started")
+        return self._router.submit(inbound, adapter)
+
+    def command_specs(self) -> list[CommandSpec]:
+        """The commands to advertise in a platform's menu."""
+        if self._plugins is None:
+            return []
+        return [
+            CommandSpec(c.name, c.description or c.usage or c.name, c.usage)
+            for c in self._plugins.commands()
+        ]
+
+    async def wait_idle(self) -> None:
+        """Wait until every queued message has been handled."""
+        if self._router is not None:
+            await self._router.wait_idle()
+
+    # -- lifespan ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Bot:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+        self.stopped.set()
+
+    async def _start(self) -> None:
+        config = self._config
+        url = config.storage.url
+        if self.config_path is not None:
+            url = resolve_storage_url(url, self.config_path)
+        engine = create_engine(url)
+        self._stack.push_async_callback(engine.dispose)
+        await upgrade(engine)
+        self._store = HistoryStore(engine)
+
+        if self._model is None:
+            from llamabot.llm.select import select_model
+
+            self._model = await select_model(config.llm, config_dir=self.config_dir)
+        self._stack.push_async_callback(self._model.aclose)
+
+        if self._plugins is None:
+            from llamabot.plugin_loader import load_plugins
+
+            self._plugins = load_plugins(config, self.config_dir)
+
+        conversation = Conversation(
+            config=lambda: self._config,
+            model=self._model,
+            store=self._store,
+            limiter=asyncio.Semaphore(config.llm.max_concurrency),
+        )
+        self._router = Router(
+            config=lambda: self._config,
+            conversation=conversation,
+            plugins=self._plugins,
+            context=self._command_context,
+        )
+        self._stack.push_async_callback(self._router.close)
+
+        if self._adapters_from_config:
+            from llamabot.adapters.registry import adapters_for
+
+            self._adapters = adapters_for(config)
+        for adapter in self._adapters:
+            await adapter.start(self)
+            self._stack.push_async_callback(adapter.stop)
+            log.info("%s adapter started", adapter.platform)
+
+    def _command_context(
+        self, inbound: Inbound, adapter: Adapter, resolved: Resolved, plugin: str | None
+    ) -> CommandContext:
+        async def reply(text: str) -> None:
+            await send_text(adapter, inbound, text)
+
+        return CommandContext(
+            inbound=inbound,
+            persona=resolved,
+            store=self.store,
+            scheduler=self.scheduler,
+            config=self.plugins.config_for(plugin) if plugin else None,
+            reply_func=reply,
+            bot=self,
+        )

@@ -1,0 +1,183 @@
+"""``llamabot run | chat | check | db | models | doctor``: the admin's command line.
+
+Errors an admin can cause (a bad bot.toml, a missing model) end the program with the
+message and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from llamabot.config import Config, ConfigError, load_config, resolve_storage_url
+from llamabot.errors import StartupError
+
+log = logging.getLogger("llamabot")
+
+DEFAULT_CONFIG = "bot.toml"
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config or os.environ.get("LLAMABOT_CONFIG") or DEFAULT_CONFIG)
+
+
+def _setup_logging(verbose: bool, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # Library chatter (HTTP requests, gateway events) stays out of the admin's log.
+    for noisy in ("httpx", "discord", "telegram", "apscheduler", "alembic", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _fail(message: str) -> int:
+    print(f"llamabot: {message}", file=sys.stderr)
+    return 1
+
+
+def _summary(config: Config, path: Path) -> str:
+    platforms = [
+        name
+        for name, on in (("discord", config.discord.enabled), ("telegram", config.telegram.enabled))
+        if on
+    ]
+    return (
+        f"{path}: OK — {len(config.personas)} persona(s), {len(config.bindings)} binding(s), "
+        f"backend {config.llm.backend}, platforms: {', '.join(platforms) or 'none (console only)'}"
+    )
+
+
+async def _check(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    config = load_config(path)
+    print(_summary(config, path))
+    return 0
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    from llamabot.adapters.console import ConsoleAdapter
+    from llamabot.app import Bot
+
+    path = _config_path(args)
+    config = load_config(path)
+    console = ConsoleAdapter(args.channel, bot_name=config.bot.name)
+    async with Bot(config, config_path=path, adapters=[console]):
+        await console.chat()
+    return 0
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from llamabot.app import Bot
+
+    path = _config_path(args)
+    config = load_config(path)
+    if not (config.discord.enabled or config.telegram.enabled):
+        return _fail(
+            f"no platform is enabled in {path}; set [discord] enabled = true or "
+            "[telegram] enabled = true, or talk to the bot in the terminal with `llamabot chat`"
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Bot(config, config_path=path):
+        log.info("llamabot is running; Ctrl-C or SIGTERM stops it")
+        await stop.wait()
+        log.info("stopping")
+    return 0
+
+
+async def _db(args: argparse.Namespace) -> int:
+    from llamabot.storage.engine import create_engine, current_revision, head_revision, upgrade
+
+    path = _config_path(args)
+    config = load_config(path)
+    engine = create_engine(resolve_storage_url(config.storage.url, path))
+    try:
+        if args.db_command == "upgrade":
+            await upgrade(engine)
+            print(f"database is at revision {await current_revision(engine)} (head)")
+        else:
+            current = await current_revision(engine)
+            head = head_revision()
+            state = "up to date" if current == head else f"behind head {head}"
+            print(f"database revision: {current or 'none (empty)'} — {state}")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+async def _models(args: argparse.Namespace) -> int:
+    from llamabot.llm.select import select_model
+
+    path = _config_path(args)
+    config = load_config(path)
+    model = await select_model(config.llm, config_dir=path.parent)
+    try:
+        for info in await model.list_models():
+            size = f"{info.size_bytes / 1e9:.1f} GB" if info.size_bytes else "?"
+            context = f"ctx {info.context_length}" if info.context_length else "ctx ?"
+            quant = info.quantization or "?"
+            print(f"{info.host or model.name}\t{info.name}\t{size}\t{quant}\t{context}")
+    finally:
+        await model.aclose()
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "check": _check,
+    "chat": _chat,
+    "run": _run,
+    "db": _db,
+    "models": _models,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="llamabot", description="Chat bots that answer with a local Llama model."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("--config", help=f"path to bot.toml (default: ./{DEFAULT_CONFIG})")
+        return command
+
+    add("run", "start every enabled platform and run until Ctrl-C / SIGTERM")
+    chat = add("chat", "chat with the bot in this terminal (reads lines when piped)")
+    chat.add_argument("--channel", default="local", help="console channel name (default: local)")
+    add("check", "validate bot.toml and print a summary")
+    db = add("db", "database maintenance")
+    db.add_argument("db_command", choices=["upgrade", "current"])
+    add("models", "list the models the backend can serve")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``llamabot`` console script."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose, quiet=args.command in ("chat", "check"))
+    try:
+        return asyncio.run(COMMANDS[args.command](args))
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 1
+    except StartupError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""The admin's bot.toml as validated pydantic models; loading and persona resolution.
+
+Defaults live here, once. Every error names the file, line and key, and says what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from llamabot.events import ChannelRef
+from llamabot.llm.base import GenerationOptions
+from llamabot.tomlpos import locate_key
+
+
+def _as_text(value: object) -> object:
+    # Discord and Telegram ids are numbers; admins write them either way.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Id = Annotated[str, BeforeValidator(_as_text)]
+Platform = Literal["console", "discord", "telegram"]
+
+
+class Section(BaseModel):
+    """A table of bot.toml: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BotSection(Section):
+    name: str = "Llama"
+    default_persona: str = "assistant"
+    command_prefix: str = Field(default="/", min_length=1)
+    admins: list[Id] = Field(default_factory=list)
+    timezone: str = "UTC"
+    max_message_chars: int = Field(default=16_000, gt=0)
+
+
+class OllamaSection(Section):
+    host: str = "http://127.0.0.1:11434"
+    hosts: list[str] = Field(default_factory=list)
+    keep_alive: str = "5m"
+    retry_after_s: float = Field(default=15.0, ge=0)
+
+    @property
+    def all_hosts(self) -> list[str]:
+        """``hosts`` when given, else the single ``host``."""
+        return list(self.hosts) or [self.host]
+
+
+class EmbeddedSection(Section):
+    model_path: str = ""
+    n_ctx: int = Field(default=4096, gt=0)
+    threads: int = Field(default=0, ge=0)
+    instances: int = Field(default=1, ge=1)
+    max_tokens: int = Field(default=512, gt=0)
+
+
+class LlmSection(Section):
+    backend: Literal["auto", "ollama", "embedded"] = "auto"
+    max_concurrency: int = Field(default=2, ge=1)
+    first_token_timeout: float = Field(default=120.0, gt=0)
+    idle_timeout: float = Field(default=60.0, gt=0)
+    ollama: OllamaSection = Field(default_factory=OllamaSection)
+    embedded: EmbeddedSection = Field(default_factory=EmbeddedSection)
+
+
+class StorageSection(Section):
+    url: str = "sqlite+aiosqlite:///llamabot.db"
+
+
+class HistorySection(Section):
+    max_messages: int = Field(default=40, ge=1)
+    max_tokens: int = Field(default=3000, ge=1)
+    keep_days: int = Field(default=0, ge=0)
+
+
+class Persona(Section):
+    prompt: str
+    model: str = "llama3.2"
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repeat_penalty: float | None = None
+    num_ctx: int | None = Field(default=None, gt=0)
+    num_predict: int | None = None
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+    keep_alive: str | None = None
+
+    def options(self) -> GenerationOptions:
+        """The persona's sampling options for the model backend."""
+        return GenerationOptions(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            repeat_penalty=self.repeat_penalty,
+            num_ctx=self.num_ctx,
+            num_predict=self.num_predict,
+            seed=self.seed,
+            stop=tuple(self.stop),
+            keep_alive=self.keep_alive,
+        )
+
+
+class Binding(Section):
+    platform: Platform
+    channel: Id = "*"
+    guild: Id | None = None
+    persona: str
+    respond: Literal["always", "mention"] = "mention"
+
+
+class DiscordSection(Section):
+    enabled: bool = False
+    token_env: str = "DISCORD_TOKEN"
+    api_base: str = "https://discord.com/api/v10"
+    gateway_url: str = "wss://gateway.discord.gg/"
+    proxy: str = ""
+    allow_dms: bool = True
+    ignore_bots: bool = True
+    edit_interval: float = Field(default=1.0, gt=0)
+
+
+class TelegramSection(Section):
+    enabled: bool = False
+    token_env: str = "TELEGRAM_TOKEN"
+    base_url: str = "https://api.telegram.org/bot"
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str = ""
+    listen: str = "127.0.0.1"
+    port: int = Field(default=8443, gt=0, lt=65536)
+    secret_token_env: str = "TELEGRAM_WEBHOOK_SECRET"
+    allowed_users: list[Id] = Field(default_factory=list)
+    edit_interval: float = Field(default=1.0, gt=0)
+
+
+class PluginsSection(BaseModel):
+    """``[plugins]``; any other table under it is a plugin's own config slice."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    dirs: list[str] = Field(default_factory=lambda: ["plugins"])
+    enabled: list[str] = Field(default_factory=list)
+    disabled: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _slices_are_tables(self) -> PluginsSection:
+        for name, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"[plugins] {name} must be a table ([plugins.{name}]) holding that "
+                    "plugin's settings"
+                )
+        return self
+
+    def slice(self, plugin: str) -> dict[str, Any]:
+        """The ``[plugins.<name>]`` table for one plugin (empty when absent)."""
+        value = (self.model_extra or {}).get(plugin, {})
+        return dict(value) if isinstance(value, dict) else {}
+
+
+def _default_personas() -> dict[str, Persona]:
+    return {"assistant": Persona(prompt="You are a helpful assistant.")}
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The persona chosen for a channel and whether the bot answers unaddressed messages."""
+
+    name: str
+    persona: Persona
+    respond: Literal["always", "mention"]
+
+
+class Config(Section):
+    """The whole of bot.toml."""
+
+    bot: BotSection = Field(default_factory=BotSection)
+    llm: LlmSection = Field(default_factory=LlmSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    history: HistorySection = Field(default_factory=HistorySection)
+    personas: dict[str, Persona] = Field(default_factory=_default_personas)
+    bindings: list[Binding] = Field(default_factory=list)
+    discord: DiscordSection = Field(default_factory=DiscordSection)
+    telegram: TelegramSection = Field(default_factory=TelegramSection)
+    plugins: PluginsSection = Field(default_factory=PluginsSection)
+
+    @model_validator(mode="after")
+    def _personas_exist(self) -> Config:
+        names = sorted(self.personas)
+        if self.bot.default_persona not in self.personas:
+            raise ValueError(
+                f"[bot] default_persona {self.bot.default_persona!r} is not defined; "
+                f"add [personas.{self.bot.default_persona}] or use one of: {', '.join(names)}"
+            )
+        for index, binding in enumerate(self.bindings):
+            if binding.persona not in self.personas:
+                raise ValueError(
+                    f"[[bindings]] #{index + 1} ({binding.platform} {binding.channel}) names "
+                    f"persona {binding.persona!r}, which is not defined"
+                    f"{_suggest(binding.persona, names)}; define [personas.{binding.persona}] "
+                    f"or use one of: {', '.join(names)}"
+                )
+        return self
+
+    def persona_for(self, channel: ChannelRef) -> Resolved:
+        """Choose the persona: thread -> channel -> guild -> DM default -> bot default."""
+        binding = self._binding_for(channel)
+        if binding is None:
+            name = self.bot.default_persona
+            respond: Literal["always", "mention"] = "always" if channel.is_private else "mention"
+            return Resolved(name, self.personas[name], respond)
+        return Resolved(binding.persona, self.personas[binding.persona], binding.respond)
+
+    def _binding_for(self, channel: ChannelRef) -> Binding | None:
+        mine = [b for b in self.bindings if b.platform == channel.platform]
+        wanted: list[str] = []
+        if channel.thread_id is not None:
+            wanted += [channel.thread_id, f"{channel.chat_id}:{channel.thread_id}"]
+        wanted.append(channel.chat_id)
+        for target in wanted:
+            for binding in mine:
+                if binding.channel == target:
+                    return binding
+        if channel.guild_id is not None:
+            for binding in mine:
+                if binding.guild == channel.guild_id and binding.channel == "*":
+                    return binding
+        if channel.is_private:
+            for binding in mine:
+                if binding.channel == "*" and binding.guild is None:
+                    return binding
+        return None
+
+    def is_admin(self, platform: str, user_id: str) -> bool:
+        """Whether ``platform:user_id`` is listed in ``[bot] admins``."""
+        return f"{platform}:{user_id}" in self.bot.admins
+
+
+class ConfigError(Exception):
+    """bot.toml could not be used. ``problems`` holds one line per error, each actionable."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys allowed in the table at ``loc``, for "did you mean" hints."""
+    model: type[BaseModel] | None = Config
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(error: Any, text: str, path: Path) -> str:
+    loc: tuple[int | str, ...] = tuple(error["loc"])
+    line = locate_key(text, loc)
+    where = f"{path}:{line}" if line else str(path)
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        parent = loc[:-1]
+        # personas and bindings hold a model per entry; skip the name/index for the hint.
+        allowed = _allowed_keys(parent)
+        hint = _suggest(str(loc[-1]), allowed)
+        return f"{where}: unknown key {dotted!r}{hint}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not loc:
+        return f"{where}: {message}"
+    return f"{where}: {dotted}: {message}"
+
+
+def _allowed_keys(parent: tuple[int | str, ...]) -> list[str]:
+    if parent[:1] == ("personas",) and len(parent) == 2:
+        return list(Persona.model_fields)
+    if parent[:1] == ("bindings",) and len(parent) == 2:
+        return list(Binding.model_fields)
+    return _fields_at(parent)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Validate bot.toml's text; raise :class:`ConfigError` with every problem found."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"{path}: TOML syntax error: {exc}"]) from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(error, text, path) for error in exc.errors()]
+        raise ConfigError(path, problems) from None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate bot.toml from ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            path,
+            [f"{path}: no such file; create it (see the example bot.toml) or pass --config PATH"],
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [f"{path}: cannot read it: {exc}"]) from None
+    return parse_config(text, path)
+
+
+def resolve_storage_url(url: str, config_path: Path) -> str:
+    """Make a relative SQLite path relative to bot.toml's folder, not the working directory."""
+    for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+        if url.startswith(prefix):
+            rest = url.removeprefix(prefix)
+            if rest and not rest.startswith(("/", ":memory:")) and "://" not in rest:
+                absolute = (config_path.parent / rest).resolve()
+                return f"{prefix}{absolute}"
+    return url

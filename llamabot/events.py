@@ -1,0 +1,66 @@
+"""The one message model every part of llamabot shares: adapters normalise to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRef:
+    """Where a message was said: enough to answer there and to choose its persona.
+
+    ``chat_id`` is the channel (Discord) or chat (Telegram); ``thread_id`` is a Discord
+    thread or a Telegram forum topic inside it. A thread is its own conversation but
+    inherits the chat's persona unless bound itself.
+    """
+
+    platform: str
+    chat_id: str
+    thread_id: str | None = None
+    guild_id: str | None = None
+    is_private: bool = False
+
+    @property
+    def key(self) -> str:
+        """The conversation key: history, ordering and bindings hang off it."""
+        if self.thread_id is None:
+            return f"{self.platform}:{self.chat_id}"
+        return f"{self.platform}:{self.chat_id}:{self.thread_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who said it. ``id`` is the platform's user id as text."""
+
+    id: str
+    name: str
+    is_bot: bool = False
+
+    def qualified_id(self, platform: str) -> str:
+        """The ``platform:user_id`` form used by ``[bot] admins``."""
+        return f"{platform}:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message from a person, as the core sees it after the adapter normalised it.
+
+    ``text`` has the bot's own mention removed. ``addressed`` is true when the person
+    spoke to the bot: a mention, or a reply to one of the bot's messages.
+    """
+
+    channel: ChannelRef
+    author: Author
+    text: str
+    message_id: str | None = None
+    addressed: bool = False
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """A message the bot sent, as the adapter needs it to edit it later."""
+
+    channel: ChannelRef
+    message_id: str

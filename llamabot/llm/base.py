@@ -1,0 +1,81 @@
+"""What a model backend is to the rest of llamabot: the ChatModel protocol and its data."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One turn sent to the model."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationOptions:
+    """Sampling options; ``None`` leaves the backend's own default in force."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repeat_penalty: float | None = None
+    num_ctx: int | None = None
+    num_predict: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    keep_alive: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model a backend can serve."""
+
+    name: str
+    size_bytes: int | None = None
+    quantization: str | None = None
+    context_length: int | None = None
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The result of a backend health check: ``detail`` says what to do when not ok."""
+
+    ok: bool
+    detail: str
+    checks: tuple[tuple[str, bool, str], ...] = field(default_factory=tuple)
+
+
+class ChatModel(Protocol):
+    """A model backend. ``stream_chat`` yields text deltas as the model produces them.
+
+    Failures are raised as :class:`llamabot.llm.errors.ModelError` subclasses, whose
+    ``user_message`` is safe to show to the person chatting.
+    """
+
+    name: str
+
+    def stream_chat(
+        self, model: str, messages: list[ChatMessage], options: GenerationOptions
+    ) -> AsyncIterator[str]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    async def context_length(self, model: str) -> int | None: ...
+
+    async def list_models(self) -> list[ModelInfo]: ...
+
+    async def health(self) -> Health: ...
+
+    async def aclose(self) -> None: ...
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate (about four characters a token for English text)."""
+    return max(1, (len(text) + 3) // 4)

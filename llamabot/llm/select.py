@@ -1,0 +1,47 @@
+"""``[llm] backend``: which model backend the bot uses, chosen once at start."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from llamabot.config import LlmSection
+from llamabot.llm.base import ChatModel
+
+log = logging.getLogger(__name__)
+
+
+async def select_model(section: LlmSection, *, config_dir: Path | None = None) -> ChatModel:
+    """Ollama when asked for, or (``auto``) when it answers within a second; else llama.cpp."""
+    if section.backend in ("ollama", "auto"):
+        from llamabot.llm.ollama import OllamaModel, ollama_answers
+
+        hosts = section.ollama.all_hosts
+        if section.backend == "ollama":
+            log.info('using Ollama at %s ([llm] backend = "ollama")', ", ".join(hosts))
+            return OllamaModel(
+                section.ollama,
+                first_token_timeout=section.first_token_timeout,
+                idle_timeout=section.idle_timeout,
+            )
+        for host in hosts:
+            if await ollama_answers(host, timeout=1.0):
+                log.info('using Ollama at %s: it answered ([llm] backend = "auto")', host)
+                return OllamaModel(
+                    section.ollama,
+                    first_token_timeout=section.first_token_timeout,
+                    idle_timeout=section.idle_timeout,
+                )
+        log.info(
+            "using embedded llama.cpp: no Ollama answered at %s within 1 s "
+            '([llm] backend = "auto")',
+            ", ".join(hosts),
+        )
+    from llamabot.llm.llamacpp import EmbeddedModel
+
+    return await EmbeddedModel.load(
+        section.embedded,
+        config_dir=config_dir,
+        first_token_timeout=section.first_token_timeout,
+        idle_timeout=section.idle_timeout,
+    )

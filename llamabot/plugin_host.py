@@ -1,0 +1,83 @@
+"""The loaded plugins: which command answers which name, and the hooks to run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ValidationError
+
+from llamabot.config import Config
+from llamabot.errors import StartupError
+from llamabot.plugins import Command, Plugin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedPlugin:
+    """A plugin that loaded, where it came from, and its validated config slice."""
+
+    plugin: Plugin
+    source: str
+    config: BaseModel | None = None
+
+
+@dataclass
+class PluginFailure:
+    """A plugin that could not load, and why."""
+
+    name: str
+    source: str
+    reason: str
+
+
+@dataclass
+class PluginHost:
+    """The plugins in force. Built once at start; commands are looked up by name."""
+
+    loaded: list[LoadedPlugin] = field(default_factory=list)
+    failures: list[PluginFailure] = field(default_factory=list)
+    _commands: dict[str, Command] = field(default_factory=dict)
+
+    def add(self, plugin: Plugin, source: str, config: Config) -> None:
+        """Validate a plugin's config slice and register its commands, all or nothing."""
+        for command in plugin.commands:
+            other = self._commands.get(command.name)
+            if other is not None:
+                raise StartupError(
+                    f"two plugins claim the command {command.name!r}: {other.plugin!r} and "
+                    f"{plugin.name!r}; disable one in [plugins] disabled"
+                )
+        settings: BaseModel | None = None
+        if plugin.config_model is not None:
+            try:
+                settings = plugin.config_model.model_validate(config.plugins.slice(plugin.name))
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+                raise StartupError(
+                    f"[plugins.{plugin.name}] in bot.toml is invalid: {problems}"
+                ) from None
+        for command in plugin.commands:
+            self._commands[command.name] = command
+        self.loaded.append(LoadedPlugin(plugin, source, settings))
+
+    def command(self, name: str) -> Command | None:
+        """The command registered under ``name``."""
+        return self._commands.get(name.lower())
+
+    def commands(self) -> list[Command]:
+        """Every command, sorted by name."""
+        return sorted(self._commands.values(), key=lambda c: c.name)
+
+    def config_for(self, plugin_name: str) -> BaseModel | None:
+        """A plugin's validated config slice."""
+        for loaded in self.loaded:
+            if loaded.plugin.name == plugin_name:
+                return loaded.config
+        return None
+
+    def plugins(self) -> list[Plugin]:
+        return [loaded.plugin for loaded in self.loaded]

@@ -1,0 +1,146 @@
+"""HistoryStore: conversations and their messages, and the window the model sees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from llamabot.events import ChannelRef
+from llamabot.storage.models import Conversation, Message
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A stored message as the history window returns it."""
+
+    role: str
+    content: str
+    author_name: str | None
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store. ``author_id`` is ``platform:user_id`` for people."""
+
+    role: str
+    content: str
+    tokens: int
+    author_id: str | None = None
+    author_name: str | None = None
+    persona: str | None = None
+    model: str | None = None
+    status: str = "ok"
+    platform_message_id: str | None = None
+    reply_ms: int | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class HistoryStore:
+    """Reads and writes conversation history. Every write is one transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._ids: dict[str, int] = {}
+
+    async def conversation_id(self, channel: ChannelRef) -> int:
+        """The conversation row for a channel, created on first use."""
+        key = channel.key
+        cached = self._ids.get(key)
+        if cached is not None:
+            return cached
+        async with self.engine.begin() as conn:
+            found = await conn.scalar(select(Conversation.id).where(Conversation.key == key))
+            if found is None:
+                result = await conn.execute(
+                    insert(Conversation).values(
+                        key=key,
+                        platform=channel.platform,
+                        chat_id=channel.chat_id,
+                        thread_id=channel.thread_id,
+                        created_at=_now(),
+                    )
+                )
+                found = result.inserted_primary_key[0] if result.inserted_primary_key else None
+        if found is None:
+            raise RuntimeError(f"could not create a conversation for {key}")
+        self._ids[key] = int(found)
+        return int(found)
+
+    async def append(self, conversation_id: int, *messages: NewMessage) -> list[int]:
+        """Store messages in one transaction; returns their ids in order."""
+        ids: list[int] = []
+        async with self.engine.begin() as conn:
+            for message in messages:
+                result = await conn.execute(
+                    insert(Message).values(
+                        conversation_id=conversation_id,
+                        role=message.role,
+                        author_id=message.author_id,
+                        author_name=message.author_name,
+                        content=message.content,
+                        persona=message.persona,
+                        model=message.model,
+                        tokens=message.tokens,
+                        status=message.status,
+                        platform_message_id=message.platform_message_id,
+                        reply_ms=message.reply_ms,
+                        created_at=_now(),
+                    )
+                )
+                key = result.inserted_primary_key
+                ids.append(int(key[0]) if key else 0)
+        return ids
+
+    async def window(self, conversation_id: int, max_messages: int, max_tokens: int) -> list[Turn]:
+        """The newest complete turns that fit both limits, oldest first.
+
+        The newest turn is always included, even when it alone is over ``max_tokens``.
+        Reads at most ``max_messages`` rows through the (conversation_id, id) index, so
+        the cost does not grow with the size of the history.
+        """
+        query = (
+            select(Message.role, Message.content, Message.author_name, Message.tokens)
+            .where(Message.conversation_id == conversation_id, Message.status == "ok")
+            .order_by(Message.id.desc())
+            .limit(max_messages)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        turns: list[Turn] = []
+        used = 0
+        for role, content, author_name, tokens in rows:
+            if turns and used + tokens > max_tokens:
+                break
+            used += tokens
+            turns.append(Turn(role, content, author_name, tokens))
+        turns.reverse()
+        return turns
+
+    async def clear(self, conversation_id: int) -> int:
+        """Delete every message of a conversation; returns how many."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(Message).where(Message.conversation_id == conversation_id)
+            )
+        return int(result.rowcount or 0)
+
+    async def forget_author(self, author_id: str) -> int:
+        """Delete everything one person said, in every conversation; returns how many."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(delete(Message).where(Message.author_id == author_id))
+        return int(result.rowcount or 0)
+
+    async def count(self, conversation_id: int | None = None) -> int:
+        """How many messages are stored (in one conversation, or in all)."""
+        query = select(func.count()).select_from(Message)
+        if conversation_id is not None:
+            query = query.where(Message.conversation_id == conversation_id)
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(query) or 0)

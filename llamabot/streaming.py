@@ -1,0 +1,286 @@
+"""Platform-neutral reply streaming: throttled edits, and splitting past a message limit.
+
+The model feeds text deltas into a :class:`ReplyStream`; one pump task brings the
+platform up to date — send on the first text, edit at most once per ``edit_interval_s``,
+continue in a new message past ``max_chars`` — so generation never waits on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable
+
+from llamabot.adapters.base import Adapter, DeliveryError
+from llamabot.events import ChannelRef, SentMessage
+
+log = logging.getLogger(__name__)
+
+FENCE = "```"
+_SENTENCE_END = re.compile(r"[.!?…][)\]\"'»]*\s+")
+
+
+def _open_fence(text: str) -> str | None:
+    """The language of a code block left open at the end of ``text`` ("" if none given)."""
+    language: str | None = None
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if not stripped.startswith(FENCE):
+            continue
+        # An opening fence names the language; the next fence line closes the block.
+        language = stripped[len(FENCE) :].strip() if language is None else None
+    return language
+
+
+def _best_cut(text: str, limit: int) -> int:
+    """Where to end a message of at most ``limit`` characters.
+
+    Prefers a paragraph, then a line, then a sentence, then a word boundary; the first
+    three only in the second half of the message, so a message is never cut very short.
+    """
+    if len(text) <= limit:
+        return len(text)
+    window = text[:limit]
+    half = limit // 2
+    for separator in ("\n\n", "\n"):
+        at = window.rfind(separator)
+        if at >= half:
+            return at + len(separator)
+    sentence_ends = [m.end() for m in _SENTENCE_END.finditer(window)]
+    if sentence_ends and sentence_ends[-1] >= half:
+        return sentence_ends[-1]
+    at = max(window.rfind(" "), window.rfind("\t"))
+    if at > 0:
+        return at + 1
+    return limit
+
+
+def take_piece(text: str, limit: int) -> tuple[str, int, str]:
+    """Split off the first message of ``text``.
+
+    Returns ``(piece, consumed, reopen)``: the message to send, how many characters of
+    ``text`` it covers, and the text to start the next message with (a code block cut in
+    two is closed at the end of the piece and reopened with its language).
+    """
+    if limit < 16:
+        raise ValueError("a message limit under 16 characters cannot hold a code fence")
+    cut = _best_cut(text, limit)
+    language = _open_fence(text[:cut])
+    if language is None:
+        return text[:cut], cut, ""
+    closing = "\n" + FENCE
+    cut = _best_cut(text, limit - len(closing))
+    head = text[:cut]
+    language = _open_fence(head)
+    if language is None:
+        return head, cut, ""
+    piece = head + (FENCE if head.endswith("\n") else closing)
+    return piece, cut, f"{FENCE}{language}\n"
+
+
+def split_message(text: str, limit: int) -> list[str]:
+    """Split a whole text into messages of at most ``limit`` characters."""
+    pieces: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        piece, consumed, reopen = take_piece(rest, limit)
+        pieces.append(piece)
+        rest = reopen + rest[consumed:]
+    if rest.strip() or not pieces:
+        pieces.append(rest)
+    return pieces
+
+
+class ReplyStream:
+    """Streams one reply to one channel through an adapter.
+
+    ``feed`` never waits on the platform; ``finish`` waits until the platform shows the
+    whole reply. After ``finish``, ``messages`` lists every message the reply occupies.
+    """
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        to: ChannelRef,
+        reply_to: str | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._adapter = adapter
+        self._to = to
+        self._reply_to = reply_to
+        self._limits = adapter.limits
+        self._clock = clock
+        self._text = ""  # the whole reply so far, as the model wrote it
+        self._consumed = 0  # characters of _text already in finished messages
+        self._carry = ""  # text to begin the next message with (a reopened code fence)
+        self._live: SentMessage | None = None
+        self._live_shown = ""
+        self._last_edit = 0.0
+        self._dirty = asyncio.Event()
+        self._finished = False
+        self._pump_task: asyncio.Task[None] | None = None
+        self._typing_task: asyncio.Task[None] | None = None
+        self.messages: list[SentMessage] = []
+        self.delivery_failed: str | None = None
+
+    @property
+    def text(self) -> str:
+        """Everything fed so far."""
+        return self._text
+
+    def start(self) -> None:
+        """Start the pump and the typing indicator (until the first message is sent)."""
+        self._pump_task = asyncio.create_task(self._pump(), name=f"reply:{self._to.key}")
+        if self._limits.typing_interval_s is not None:
+            self._typing_task = asyncio.create_task(self._keep_typing())
+
+    def feed(self, delta: str) -> None:
+        """Add model output; the platform catches up in the background."""
+        if not delta or self._finished:
+            return
+        self._text += delta
+        self._dirty.set()
+
+    async def finish(self, suffix: str = "") -> None:
+        """Add a last piece of text (a notice), then wait until the platform shows all."""
+        if suffix:
+            self._text += suffix
+        self._finished = True
+        self._dirty.set()
+        if self._pump_task is None:
+            self.start()
+        assert self._pump_task is not None
+        try:
+            await self._pump_task
+        finally:
+            await self._stop_typing()
+
+    async def cancel(self) -> None:
+        """Stop without bringing the platform up to date (the bot is shutting down)."""
+        self._finished = True
+        for task in (self._pump_task, self._typing_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _keep_typing(self) -> None:
+        interval = self._limits.typing_interval_s or 5.0
+        while self._live is None and not self.messages and not self._finished:
+            try:
+                await self._adapter.typing(self._to)
+            except Exception as exc:  # a typing indicator is never worth failing a reply
+                log.debug("typing indicator failed in %s: %s", self._to.key, exc)
+            await asyncio.sleep(interval)
+
+    async def _stop_typing(self) -> None:
+        if self._typing_task is not None:
+            self._typing_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._typing_task
+            self._typing_task = None
+
+    async def _pump(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if self.delivery_failed is None:
+                await self._sync()
+            if self._finished and not self._dirty.is_set():
+                return
+
+    def _pending(self) -> str:
+        return self._carry + self._text[self._consumed :]
+
+    async def _sync(self) -> None:
+        limit = self._limits.max_chars
+        while len(self._pending()) > limit:
+            pending = self._pending()
+            piece, consumed, reopen = take_piece(pending, limit)
+            outcome = await self._show_final(piece)
+            if outcome == "failed":
+                return
+            if outcome == "shown":
+                self._consumed += consumed - len(self._carry)
+                self._carry = reopen
+        pending = self._pending()
+        if not pending.strip():
+            return
+        if self._live is None:
+            if self._limits.supports_edit or self._finished:
+                self._live = await self._send(pending)
+                if self._live is not None:
+                    self._live_shown = pending
+                    self._last_edit = self._clock()
+                    if not self._limits.supports_edit:
+                        self._retire_live()
+            return
+        if pending == self._live_shown:
+            return
+        wait = self._last_edit + self._limits.edit_interval_s - self._clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
+            self._dirty.set()  # more text may have come while waiting: re-sync first
+            return
+        await self._edit_live(self._pending())
+
+    async def _show_final(self, piece: str) -> str:
+        """Make the live message (or a new one) show ``piece`` for good.
+
+        Returns ``shown``; ``retired`` when an edit failed and the live message was closed
+        with what it showed; ``failed`` when nothing more can be delivered.
+        """
+        if self._live is None:
+            if await self._send(piece) is None:
+                return "failed"
+        elif piece != self._live_shown:
+            wait = self._last_edit + self._limits.edit_interval_s - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not await self._edit_live(piece):
+                return "retired"
+        self._live = None
+        self._live_shown = ""
+        return "shown"
+
+    async def _edit_live(self, text: str) -> bool:
+        assert self._live is not None
+        try:
+            await self._adapter.edit(self._live, text)
+        except DeliveryError as exc:
+            # The message keeps what it showed; the rest continues in a new message.
+            log.warning("edit failed in %s (%s); continuing in a new message", self._to.key, exc)
+            self._retire_live()
+            return False
+        self._live_shown = text
+        self._last_edit = self._clock()
+        return True
+
+    def _retire_live(self) -> None:
+        shown = self._live_shown
+        self._consumed += len(shown) - len(self._carry)
+        language = _open_fence(shown)
+        self._carry = "" if language is None else f"{FENCE}{language}\n"
+        self._live = None
+        self._live_shown = ""
+        self._dirty.set()
+
+    async def _send(self, text: str) -> SentMessage | None:
+        reply_to = self._reply_to if not self.messages else None
+        try:
+            sent = await self._adapter.send(self._to, text, reply_to=reply_to)
+        except DeliveryError as exc:
+            log.warning("could not deliver a reply in %s: %s", self._to.key, exc)
+            self.delivery_failed = str(exc)
+            return None
+        self.messages.append(sent)
+        await self._stop_typing_soon()
+        return sent
+
+    async def _stop_typing_soon(self) -> None:
+        if self._typing_task is not None and not self._typing_task.done():
+            self._typing_task.cancel()
