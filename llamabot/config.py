@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from llamabot.events import ChannelRef
 from llamabot.llm.base import GenerationOptions
@@ -204,11 +205,12 @@ class Config(Section):
             )
         for index, binding in enumerate(self.bindings):
             if binding.persona not in self.personas:
-                raise ValueError(
+                raise PydanticCustomError(
+                    "dangling_persona",
                     f"[[bindings]] #{index + 1} ({binding.platform} {binding.channel}) names "
                     f"persona {binding.persona!r}, which is not defined"
                     f"{_suggest(binding.persona, names)}; define [personas.{binding.persona}] "
-                    f"or use one of: {', '.join(names)}"
+                    f"or use one of: {', '.join(names)}",
                 )
         return self
 
@@ -319,8 +321,32 @@ def parse_config(text: str, path: Path) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(error, text, path) for error in exc.errors()]
+        problems = [
+            _describe(error, text, path)
+            for error in exc.errors()
+            if error["type"] != "dangling_persona"  # reported below, with its line
+        ]
+        # Cross-references are checked only once every table is valid; report them too,
+        # so one run of `llamabot check` lists everything to fix.
+        problems += _dangling_personas(data, text, path)
         raise ConfigError(path, problems) from None
+
+
+def _dangling_personas(data: dict[str, Any], text: str, path: Path) -> list[str]:
+    personas = data.get("personas")
+    names = sorted(personas) if isinstance(personas, dict) else list(_default_personas())
+    bindings = data.get("bindings")
+    found: list[str] = []
+    for index, binding in enumerate(bindings if isinstance(bindings, list) else []):
+        persona = binding.get("persona") if isinstance(binding, dict) else None
+        if isinstance(persona, str) and persona not in names:
+            line = locate_key(text, ("bindings", index, "persona"))
+            where = f"{path}:{line}" if line else str(path)
+            found.append(
+                f"{where}: [[bindings]] #{index + 1} names persona {persona!r}, which is not "
+                f"defined{_suggest(persona, names)}; use one of: {', '.join(names)}"
+            )
+    return found
 
 
 def load_config(path: Path) -> Config:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,19 @@ def model_file(section: EmbeddedSection, config_dir: Path | None = None) -> Path
     return bundled
 
 
+def thread_counts(threads: int) -> tuple[int, int]:
+    """Threads for generating and for reading the prompt.
+
+    ``0`` uses every core to read the prompt but leaves one free while generating:
+    llama.cpp's worker threads spin, and the bot's event loop (heartbeats, other chats)
+    needs a core to stay responsive. Generation is memory-bound, so little speed is lost.
+    """
+    if threads > 0:
+        return threads, threads
+    cores = os.cpu_count() or 1
+    return max(1, cores - 1), cores
+
+
 _DONE = object()
 
 
@@ -106,11 +120,14 @@ class EmbeddedModel:
         except ImportError:
             raise StartupError(f"llama-cpp-python is not installed; {INSTALL_HINT}") from None
 
+        generate_threads, batch_threads = thread_counts(section.threads)
+
         def build() -> Any:
             return Llama(
                 model_path=str(path),
                 n_ctx=section.n_ctx,
-                n_threads=section.threads or None,
+                n_threads=generate_threads,
+                n_threads_batch=batch_threads,
                 verbose=False,
             )
 

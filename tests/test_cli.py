@@ -1,0 +1,95 @@
+"""`llamabot chat` as a person scripts it: piped lines in, streamed replies out."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llamabot.llm.llamacpp import bundled_model_path
+
+CONFIG = """
+[llm]
+backend = "embedded"
+[llm.embedded]
+n_ctx = 1024
+max_tokens = 32
+
+[storage]
+url = "sqlite+aiosqlite:///chat.db"
+
+[personas.assistant]
+prompt = "You are a helpful assistant. Answer in one short sentence."
+temperature = 0.0
+seed = 1
+
+[[bindings]]
+platform = "console"
+channel = "local"
+persona = "assistant"
+respond = "always"
+"""
+
+
+def chat(config: Path, text: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llamabot.cli", "chat", "--config", str(config), *args],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+@pytest.mark.skipif(bundled_model_path() is None, reason="needs llamabot[embedded]")
+def test_piped_chat_answers_every_line_and_continues_after_a_restart(tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text(CONFIG)
+    first = chat(config, "Hello!\n\nWhat colour is the sky?\n")
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr
+    replies = first.stdout.splitlines()
+    assert len([r for r in replies if r.strip()]) >= 2  # two answers; the empty line ignored
+
+    second = chat(config, "And the grass?\n")
+    assert second.returncode == 0, second.stderr
+
+    db = sqlite3.connect(tmp_path / "chat.db")  # relative to bot.toml, not the cwd
+    rows = db.execute("SELECT role, content, status FROM messages ORDER BY id").fetchall()
+    db.close()
+    assert [r[0] for r in rows] == ["user", "assistant"] * 3
+    assert [r[1] for r in rows if r[0] == "user"] == [
+        "Hello!",
+        "What colour is the sky?",
+        "And the grass?",
+    ]
+    assert all(r[2] == "ok" for r in rows)
+
+
+def test_a_malformed_bot_toml_ends_with_the_error_and_no_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text('[llm]\nbackend = "gpu"\n')
+    result = chat(config, "hi\n")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{config}:2" in result.stderr and "backend" in result.stderr
+
+
+def test_a_missing_model_file_names_the_path(tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text('[llm]\nbackend = "embedded"\n[llm.embedded]\nmodel_path = "m.gguf"\n')
+    result = chat(config, "hi\n")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert str(tmp_path / "m.gguf") in result.stderr
+
+
+def test_a_missing_bot_toml_says_what_to_do(tmp_path: Path) -> None:
+    result = chat(tmp_path / "absent.toml", "")
+    assert result.returncode == 1
+    assert "--config" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,149 @@
+"""HistoryStore: persistence, the window and its limits, and the schema's migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, create_engine, inspect, text
+
+from llamabot.events import ChannelRef
+from llamabot.storage.engine import create_engine as create_async_engine
+from llamabot.storage.engine import current_revision, head_revision, upgrade
+from llamabot.storage.history import HistoryStore, NewMessage
+from llamabot.storage.models import Base
+
+CHANNEL = ChannelRef("console", "local", is_private=True)
+
+
+async def open_store(path: Path) -> HistoryStore:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    await upgrade(engine)
+    return HistoryStore(engine)
+
+
+def user(text: str, tokens: int = 1) -> NewMessage:
+    return NewMessage(role="user", content=text, tokens=tokens, author_id="console:alice")
+
+
+async def test_migration_from_empty_creates_the_schema_at_head(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "h.db")
+    assert await current_revision(store.engine) == head_revision()
+    async with store.engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
+    assert {"conversations", "messages", "alembic_version"} <= tables
+    assert mode == "wal"
+    await store.engine.dispose()
+
+
+def test_models_match_the_migrations(tmp_path: Path) -> None:
+    import asyncio
+
+    path = tmp_path / "m.db"
+
+    async def migrate() -> None:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+        await upgrade(engine)
+        await engine.dispose()
+
+    asyncio.run(migrate())
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+async def test_history_survives_reopening_the_database(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "h.db")
+    conversation = await store.conversation_id(CHANNEL)
+    await store.append(conversation, user("remember me"))
+    await store.engine.dispose()
+
+    again = await open_store(tmp_path / "h.db")
+    assert await again.conversation_id(CHANNEL) == conversation
+    turns = await again.window(conversation, 10, 100)
+    assert [t.content for t in turns] == ["remember me"]
+    await again.engine.dispose()
+
+
+async def test_window_keeps_the_newest_messages_by_count(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "h.db")
+    conversation = await store.conversation_id(CHANNEL)
+    await store.append(conversation, *[user(f"m{i}") for i in range(10)])
+    turns = await store.window(conversation, 4, 1000)
+    assert [t.content for t in turns] == ["m6", "m7", "m8", "m9"]
+    await store.engine.dispose()
+
+
+async def test_window_drops_the_oldest_to_fit_the_token_budget(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "h.db")
+    conversation = await store.conversation_id(CHANNEL)
+    await store.append(conversation, *[user(f"m{i}", tokens=10) for i in range(10)])
+    turns = await store.window(conversation, 100, 35)
+    assert [t.content for t in turns] == ["m7", "m8", "m9"]
+    await store.engine.dispose()
+
+
+async def test_the_newest_turn_is_kept_even_when_over_budget(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "h.db")
+    conversation = await store.conversation_id(CHANNEL)
+    await store.append(conversation, user("old", 1), user("huge", 500))
+    assert [t.content for t in await store.window(conversation, 10, 100)] == ["huge"]
+    await store.engine.dispose()
+
+
+async def test_failed_replies_never_enter_the_window(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "h.db")
+    conversation = await store.conversation_id(CHANNEL)
+    await store.append(
+        conversation,
+        user("question"),
+        NewMessage(role="assistant", content="half an ans", tokens=3, status="interrupted"),
+    )
+    assert [t.content for t in await store.window(conversation, 10, 100)] == ["question"]
+    await store.engine.dispose()
+
+
+async def test_conversations_are_kept_apart(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "h.db")
+    a = await store.conversation_id(ChannelRef("discord", "1"))
+    b = await store.conversation_id(ChannelRef("discord", "1", thread_id="2"))
+    assert a != b
+    await store.append(a, user("in a"))
+    assert await store.window(b, 10, 100) == []
+    await store.engine.dispose()
+
+
+async def test_window_reads_through_the_index(tmp_path: Path) -> None:
+    """The window's cost must not grow with the history: SQLite has to use the index."""
+    store = await open_store(tmp_path / "h.db")
+    query = (
+        "EXPLAIN QUERY PLAN SELECT role, content FROM messages "
+        "WHERE conversation_id = 1 AND status = 'ok' ORDER BY id DESC LIMIT 40"
+    )
+
+    def plan(conn: Connection) -> str:
+        return " ".join(str(row[-1]) for row in conn.execute(text(query)))
+
+    async with store.engine.connect() as conn:
+        detail = await conn.run_sync(plan)
+    assert "ix_messages_conversation_id_id" in detail
+    assert "TEMP B-TREE" not in detail  # no sort of the whole conversation
+    await store.engine.dispose()
+
+
+async def test_clear_and_forget_author(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "h.db")
+    a = await store.conversation_id(CHANNEL)
+    b = await store.conversation_id(ChannelRef("console", "other", is_private=True))
+    bob = NewMessage(role="user", content="bob", tokens=1, author_id="console:bob")
+    await store.append(a, user("alice 1"), bob)
+    await store.append(b, user("alice 2"))
+    assert await store.forget_author("console:alice") == 2
+    assert [t.content for t in await store.window(a, 10, 100)] == ["bob"]
+    assert await store.clear(a) == 1
+    assert await store.count() == 0
+    await store.engine.dispose()

@@ -1,0 +1,171 @@
+"""Routing and conversations through a running Bot, with an instant scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+
+from llamabot.app import Bot
+from llamabot.config import Config
+from llamabot.events import ChannelRef
+from llamabot.llm.errors import ModelNotFound, ModelUnavailable
+from llamabot.plugin_host import PluginHost
+from tests.conftest import BASE_TOML, MakeConfig
+from tests.fakes.chat import RecordingAdapter
+from tests.fakes.model import ScriptedModel
+
+LOCAL = ChannelRef("console", "local", is_private=True)
+KEY = LOCAL.key
+
+
+def bot(config: Config, model: ScriptedModel, adapter: RecordingAdapter) -> Bot:
+    return Bot(config, model=model, adapters=[adapter], plugins=PluginHost())
+
+
+async def test_the_bound_persona_reaches_the_model(
+    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+) -> None:
+    config = make_config(
+        BASE_TOML + '[[bindings]]\nplatform = "console"\nchannel = "ship"\npersona = "pirate"\n'
+    )
+    async with bot(config, model, adapter):
+        await adapter.say("hello", chat="ship")
+        await adapter.say("hello")
+    assert [c.system for c in model.calls] == ["You are a pirate.", "You are a helpful assistant."]
+    assert adapter.messages_in("console:ship") == ["echo: hello"]
+
+
+async def test_history_is_fed_back_to_the_model(
+    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+) -> None:
+    async with bot(make_config(), model, adapter):
+        await adapter.say("first")
+        await adapter.say("second")
+    roles = [(m.role, m.content) for m in model.calls[1].messages]
+    assert roles == [
+        ("system", "You are a helpful assistant."),
+        ("user", "first"),
+        ("assistant", "echo: first"),
+        ("user", "second"),
+    ]
+
+
+async def test_history_survives_a_restart(
+    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+) -> None:
+    config = make_config()
+    async with bot(config, model, adapter):
+        await adapter.say("before restart")
+    async with bot(config, model, adapter) as running:
+        await adapter.say("after restart")
+        assert await running.store.count() == 4
+    assert [m.content for m in model.calls[-1].messages[1:]] == [
+        "before restart",
+        "echo: before restart",
+        "after restart",
+    ]
+
+
+async def test_messages_of_one_conversation_are_answered_in_order(
+    make_config: MakeConfig, adapter: RecordingAdapter
+) -> None:
+    gate = asyncio.Event()
+    model = ScriptedModel(gate=gate)
+    async with bot(make_config(), model, adapter):
+        futures = [adapter.say(f"m{i}") for i in range(3)]
+        await model.call_started.wait()
+        assert len(model.calls) == 1  # the next waits for this one
+        gate.set()
+        await asyncio.gather(*futures)
+    assert [c.last_user for c in model.calls] == ["m0", "m1", "m2"]
+    assert adapter.messages_in(KEY) == ["echo: m0", "echo: m1", "echo: m2"]
+
+
+async def test_conversations_run_concurrently_up_to_max_concurrency(
+    make_config: MakeConfig, adapter: RecordingAdapter
+) -> None:
+    gate = asyncio.Event()
+    model = ScriptedModel(gate=gate)
+    config = make_config(BASE_TOML.replace('backend = "embedded"', "max_concurrency = 2"))
+    async with bot(config, model, adapter):
+        futures = [adapter.say("hi", chat=name) for name in ("a", "b", "c")]
+        while len(model.calls) < 2:
+            model.call_started.clear()
+            await model.call_started.wait()
+        for _ in range(5):
+            await asyncio.sleep(0)  # give a third call every chance to start, wrongly
+        assert len(model.calls) == 2
+        gate.set()
+        await asyncio.gather(*futures)
+    assert len(model.calls) == 3
+    for name in ("a", "b", "c"):
+        assert adapter.messages_in(f"console:{name}") == ["echo: hi"]
+
+
+async def test_empty_messages_are_ignored(
+    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+) -> None:
+    async with bot(make_config(), model, adapter) as running:
+        await adapter.say("")
+        await adapter.say("   \n ")
+        assert await running.store.count() == 0
+    assert model.calls == [] and adapter.calls == []
+
+
+async def test_a_too_long_message_is_refused_with_a_notice(
+    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+) -> None:
+    async with bot(make_config(), model, adapter) as running:
+        await adapter.say("x" * 16_001)
+        assert await running.store.count() == 0
+    assert model.calls == []
+    [notice] = adapter.messages_in(KEY)
+    assert "16,001" in notice and "16,000" in notice
+
+
+async def test_an_unknown_command_says_how_to_find_the_right_one(
+    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+) -> None:
+    async with bot(make_config(), model, adapter):
+        await adapter.say("/frobnicate now")
+    assert adapter.messages_in(KEY) == ["Unknown command /frobnicate. Send /help for the list."]
+    assert model.calls == []
+
+
+async def test_in_groups_only_addressed_messages_are_answered_with_speaker_names(
+    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+) -> None:
+    async with bot(make_config(), model, adapter) as running:
+        await adapter.say("chatter", chat="g", private=False, user="bob")
+        await adapter.say("/nope", chat="g", private=False, user="bob")
+        assert adapter.calls == [] and await running.store.count() == 0
+        await adapter.say("hi bot", chat="g", private=False, user="alice", addressed=True)
+    assert model.calls[0].messages[-1].content == "Alice: hi bot"
+    assert adapter.messages_in("console:g") == ["echo: Alice: hi bot"]
+
+
+async def test_a_model_error_before_any_text_keeps_the_question_only(
+    make_config: MakeConfig, adapter: RecordingAdapter
+) -> None:
+    model = ScriptedModel(error=ModelNotFound("llama3.2"))
+    async with bot(make_config(), model, adapter) as running:
+        await adapter.say("anyone there?")
+        conversation = await running.store.conversation_id(LOCAL)
+        turns = await running.store.window(conversation, 10, 1000)
+    [notice] = adapter.messages_in(KEY)
+    assert "ollama pull llama3.2" in notice
+    assert [(t.role, t.content) for t in turns] == [("user", "anyone there?")]
+
+
+async def test_an_interrupted_reply_stays_visible_marked_and_out_of_the_window(
+    make_config: MakeConfig, adapter: RecordingAdapter
+) -> None:
+    model = ScriptedModel(error=ModelUnavailable("host down"), error_after=2, chunk=4)
+    async with bot(make_config(), model, adapter):
+        await adapter.say("tell me a story")
+        model.error = None
+        await adapter.say("again")
+    first, second = adapter.messages_in(KEY)
+    assert first.startswith("echo: te") and "[interrupted:" in first
+    assert second == "echo: again"
+    history = [(m.role, m.content) for m in model.calls[1].messages[1:]]
+    assert history == [("user", "tell me a story"), ("user", "again")]
