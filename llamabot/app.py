@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from llamabot.adapters.base import Adapter, CommandSpec
 from llamabot.config import Config, Resolved, resolve_storage_url
@@ -19,10 +20,15 @@ from llamabot.conversation import Conversation
 from llamabot.events import Inbound
 from llamabot.llm.base import ChatModel
 from llamabot.plugin_host import PluginHost
-from llamabot.plugins import CommandContext
+from llamabot.plugins import CommandContext, JobContext
+from llamabot.reload import ConfigWatcher
+from llamabot.retention import keep_pruning
 from llamabot.router import Router, send_text
 from llamabot.storage.engine import create_engine, upgrade
 from llamabot.storage.history import HistoryStore
+
+if TYPE_CHECKING:
+    from llamabot.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,7 @@ class Bot:
         model: ChatModel | None = None,
         adapters: Sequence[Adapter] | None = None,
         plugins: PluginHost | None = None,
+        watch_config: bool = False,
     ) -> None:
         self._config = config
         self.config_path = config_path
@@ -49,10 +56,12 @@ class Bot:
         self._adapters: list[Adapter] = list(adapters) if adapters is not None else []
         self._adapters_from_config = adapters is None
         self._plugins = plugins
+        self._watch_config = watch_config
+        self.watcher: ConfigWatcher | None = None
         self._stack = contextlib.AsyncExitStack()
         self._store: HistoryStore | None = None
         self._router: Router | None = None
-        self.scheduler = None
+        self.scheduler: Scheduler | None = None
         self.stopped = asyncio.Event()
 
     # -- what the parts share -------------------------------------------------------
@@ -153,6 +162,7 @@ class Bot:
             from llamabot.plugin_loader import load_plugins
 
             self._plugins = load_plugins(config, self.config_dir)
+        await self._start_scheduler(url)
 
         conversation = Conversation(
             config=lambda: self._config,
@@ -176,6 +186,61 @@ class Bot:
             await adapter.start(self)
             self._stack.push_async_callback(adapter.stop)
             log.info("%s adapter started", adapter.platform)
+        await self._start_plugins()
+
+        self._start_maintenance()
+
+    def _start_maintenance(self) -> None:
+        """Background upkeep: the bot.toml watcher and the daily history retention."""
+        if self._watch_config and self.config_path is not None:
+            self.watcher = ConfigWatcher(
+                self.config_path, current=lambda: self._config, apply=self.apply_config
+            )
+            self._background(self.watcher.run(), "config watcher")
+        self._background(
+            keep_pruning(self.store, lambda: self._config.history.keep_days), "retention"
+        )
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._stack.push_async_callback(stop)
+
+    # -- plugins and scheduled jobs ---------------------------------------------------
+
+    async def _start_scheduler(self, url: str) -> None:
+        """Open the job store, paused: no job may fire before the adapters can deliver."""
+        from llamabot.scheduler import Scheduler
+
+        scheduler = Scheduler(
+            url,
+            timezone=self._config.bot.timezone,
+            plugins=self.plugins,
+            context=self._job_context,
+        )
+        await scheduler.start()
+        self._stack.push_async_callback(scheduler.aclose)
+        self.scheduler = scheduler
+
+    async def _start_plugins(self) -> None:
+        """Run on_start hooks and let jobs fire; at stop, the reverse, before the adapters."""
+        await self.plugins.run_start_hooks(self._job_context)
+        self._stack.push_async_callback(self._stop_plugins)
+        if self.scheduler is not None:
+            self.scheduler.resume()
+
+    async def _stop_plugins(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.pause()
+        await self.plugins.run_stop_hooks(self._job_context)
+
+    def _job_context(self, plugin: str) -> JobContext:
+        return JobContext(bot=self, plugin=plugin)
 
     def _command_context(
         self, inbound: Inbound, adapter: Adapter, resolved: Resolved, plugin: str | None

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llamabot.config import Config, ConfigError, load_config, resolve_storage_url
 from llamabot.errors import StartupError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("llamabot")
 
@@ -88,7 +93,7 @@ async def _run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Bot(config, config_path=path):
+    async with Bot(config, config_path=path, watch_config=True):
         log.info("llamabot is running; Ctrl-C or SIGTERM stops it")
         await stop.wait()
         log.info("stopping")
@@ -105,6 +110,8 @@ async def _db(args: argparse.Namespace) -> int:
         if args.db_command == "upgrade":
             await upgrade(engine)
             print(f"database is at revision {await current_revision(engine)} (head)")
+        elif args.db_command == "prune":
+            return await _prune(engine, args.older_than)
         else:
             current = await current_revision(engine)
             head = head_revision()
@@ -112,6 +119,54 @@ async def _db(args: argparse.Namespace) -> int:
             print(f"database revision: {current or 'none (empty)'} — {state}")
     finally:
         await engine.dispose()
+    return 0
+
+
+async def _prune(engine: AsyncEngine, older_than: str | None) -> int:
+    from llamabot.retention import parse_age, prune_older_than
+    from llamabot.storage.engine import upgrade
+    from llamabot.storage.history import HistoryStore
+
+    if older_than is None:
+        return _fail("say how old: llamabot db prune --older-than 30d")
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        return _fail(str(exc))
+    await upgrade(engine)
+    removed = await prune_older_than(HistoryStore(engine), age)
+    print(f"deleted {removed} message(s) older than {older_than}")
+    return 0
+
+
+async def _export(args: argparse.Namespace) -> int:
+    from llamabot.export import ExportFilter, Pseudonyms, export
+    from llamabot.storage.engine import create_engine, upgrade
+
+    path = _config_path(args)
+    config = load_config(path)
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since)
+        except ValueError:
+            return _fail(f"--since {args.since!r} is not a date; write it like 2026-01-31")
+    where = ExportFilter(conversation=args.conversation, persona=args.persona, since=since)
+    pseudonyms = None if args.keep_ids else Pseudonyms.beside(path)
+    engine = create_engine(resolve_storage_url(config.storage.url, path))
+    try:
+        await upgrade(engine)
+        with contextlib.ExitStack() as files:
+            # Blocking writes are fine here: exporting is all this process does.
+            out = sys.stdout
+            if args.out:
+                out = files.enter_context(open(args.out, "w", encoding="utf-8"))  # noqa: ASYNC230
+            count = await export(
+                engine, config, out, fmt=args.format, where=where, pseudonym=pseudonyms
+            )
+    finally:
+        await engine.dispose()
+    print(f"exported {count} record(s) as {args.format}", file=sys.stderr)
     return 0
 
 
@@ -132,12 +187,37 @@ async def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _plugins(args: argparse.Namespace) -> int:
+    from llamabot.plugin_loader import load_plugins
+
+    path = _config_path(args)
+    config = load_config(path)
+    host = load_plugins(config, path.parent)
+    prefix = config.bot.command_prefix
+    print(f"loaded ({len(host.loaded)}):")
+    for loaded in host.loaded:
+        commands = ", ".join(
+            prefix + c.name + (" (admins)" if c.admin else "") for c in loaded.plugin.commands
+        )
+        print(f"  {loaded.plugin.name:<12} {commands or '(no commands)'}")
+        print(f"  {'':<12} from {loaded.source}")
+    if host.failures:
+        print(f"failed ({len(host.failures)}):")
+        for failure in host.failures:
+            print(f"  {failure.name:<12} {failure.reason}")
+            print(f"  {'':<12} from {failure.source}")
+        return 1
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "check": _check,
     "chat": _chat,
     "run": _run,
     "db": _db,
     "models": _models,
+    "export": _export,
+    "plugins": _plugins,
 }
 
 
@@ -159,8 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--channel", default="local", help="console channel name (default: local)")
     add("check", "validate bot.toml and print a summary")
     db = add("db", "database maintenance")
-    db.add_argument("db_command", choices=["upgrade", "current"])
+    db.add_argument("db_command", choices=["upgrade", "current", "prune"])
+    db.add_argument("--older-than", help="with prune: an age like 30d, 12h or 2w")
     add("models", "list the models the backend can serve")
+    add("plugins", "list the plugins that load, with their commands, and the ones that fail")
+    exporter = add("export", "write conversations as JSONL for fine-tuning (LoRA)")
+    exporter.add_argument("--format", choices=["chatml", "sharegpt", "alpaca"], default="chatml")
+    exporter.add_argument("--conversation", help="only this conversation key, e.g. discord:123")
+    exporter.add_argument("--persona", help="only windows answered by this persona")
+    exporter.add_argument("--since", help="only messages from this date on (YYYY-MM-DD)")
+    exporter.add_argument("--out", help="the file to write (default: standard output)")
+    exporter.add_argument(
+        "--keep-ids", action="store_true", help="keep user ids instead of pseudonyms"
+    )
     return parser
 
 

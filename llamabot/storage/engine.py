@@ -34,6 +34,11 @@ def migrations_dir() -> Path:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    # Set before the first table exists (it is a no-op afterwards): deleted history then
+    # gives its pages back with `PRAGMA incremental_vacuum` instead of a full VACUUM.
+    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    # Deleted rows are overwritten, not merely unlinked: forgetting really forgets.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     # NORMAL is durable across application crashes in WAL mode and avoids an fsync a commit.
     cursor.execute("PRAGMA synchronous=NORMAL")

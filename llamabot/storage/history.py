@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from llamabot.events import ChannelRef
@@ -42,6 +42,27 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def _vacuum_incrementally(connection: Connection) -> None:
+    # The pragma frees one page per step of the statement, and Python's sqlite3 steps a
+    # statement that returns no columns only once: run it once per free page.
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute("PRAGMA freelist_count")
+        row = cursor.fetchone()
+        free = int(row[0]) if row else 0
+        for _ in range(free):
+            cursor.execute("PRAGMA incremental_vacuum")
+    finally:
+        cursor.close()
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    # Timestamps are stored as naive UTC (SQLite has no time zones).
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
 class HistoryStore:
     """Reads and writes conversation history. Every write is one transaction."""
 
@@ -64,6 +85,7 @@ class HistoryStore:
                         platform=channel.platform,
                         chat_id=channel.chat_id,
                         thread_id=channel.thread_id,
+                        is_private=channel.is_private,
                         created_at=_now(),
                     )
                 )
@@ -125,17 +147,35 @@ class HistoryStore:
 
     async def clear(self, conversation_id: int) -> int:
         """Delete every message of a conversation; returns how many."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                delete(Message).where(Message.conversation_id == conversation_id)
-            )
-        return int(result.rowcount or 0)
+        return await self._delete(Message.conversation_id == conversation_id)
 
     async def forget_author(self, author_id: str) -> int:
         """Delete everything one person said, in every conversation; returns how many."""
+        return await self._delete(Message.author_id == author_id)
+
+    async def prune(self, before: datetime) -> int:
+        """Delete every message older than ``before`` (UTC); returns how many."""
+        return await self._delete(Message.created_at < _naive_utc(before))
+
+    async def _delete(self, condition: ColumnElement[bool]) -> int:
         async with self.engine.begin() as conn:
-            result = await conn.execute(delete(Message).where(Message.author_id == author_id))
-        return int(result.rowcount or 0)
+            result = await conn.execute(delete(Message).where(condition))
+        removed = int(result.rowcount or 0)
+        if removed:
+            await self.reclaim_space()
+        return removed
+
+    async def reclaim_space(self) -> None:
+        """Give freed pages back to the file system and fold the WAL into the database.
+
+        Without the checkpoint, deleted text would live on in the -wal file.
+        """
+        if self.engine.dialect.name != "sqlite":
+            return
+        async with self.engine.connect() as conn:
+            await conn.run_sync(_vacuum_incrementally)
+            await conn.commit()
+            await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def count(self, conversation_id: int | None = None) -> int:
         """How many messages are stored (in one conversation, or in all)."""

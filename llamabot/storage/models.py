@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    Unicode,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -22,6 +32,7 @@ class Conversation(Base):
     platform: Mapped[str] = mapped_column(String(32))
     chat_id: Mapped[str] = mapped_column(String(64))
     thread_id: Mapped[str | None] = mapped_column(String(64))
+    is_private: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column()
 
 
@@ -52,3 +63,17 @@ class Message(Base):
     platform_message_id: Mapped[str | None] = mapped_column(String(64))
     reply_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column()
+
+
+class SchedulerJob(Base):
+    """A stored job of the scheduler, in the layout APScheduler's SQLAlchemyJobStore expects.
+
+    Only ``llamabot.scheduler`` (through APScheduler) reads and writes it; it is declared
+    here so that migrations create it and the schema check covers it.
+    """
+
+    __tablename__ = "apscheduler_jobs"
+
+    id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
+    next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True)
+    job_state: Mapped[bytes] = mapped_column(LargeBinary)

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("platform", sa.String(length=32), nullable=False),
         sa.Column("chat_id", sa.String(length=64), nullable=False),
         sa.Column("thread_id", sa.String(length=64), nullable=True),
+        sa.Column("is_private", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.UniqueConstraint("key"),
     )

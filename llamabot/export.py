@@ -1,0 +1,203 @@
+"""Fine-tuning export: stored conversations as JSONL for LoRA training (PEFT / TRL).
+
+One line per conversation window: the persona prompt as the system turn, then the
+complete exchanges that follow. Failed or interrupted replies, and the questions they
+failed to answer, are left out. Rows stream from the database, so memory stays flat
+however large the history is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from llamabot.config import Config
+from llamabot.conversation import speaker_line
+from llamabot.storage.models import Conversation, Message
+
+Format = Literal["chatml", "sharegpt", "alpaca"]
+FORMATS: tuple[Format, ...] = ("chatml", "sharegpt", "alpaca")
+
+
+@dataclass
+class ExportFilter:
+    """Which history to export."""
+
+    conversation: str | None = None
+    persona: str | None = None
+    since: datetime | None = None
+
+
+@dataclass
+class Exchange:
+    """A person's turn (or several, in a group) and the reply that answered it."""
+
+    users: list[tuple[str, str | None, str | None]]  # content, author name, author id
+    reply: str
+
+
+@dataclass
+class Window:
+    """Consecutive exchanges of one conversation under one persona."""
+
+    key: str
+    persona: str
+    group: bool
+    exchanges: list[Exchange] = field(default_factory=list)
+
+
+class Pseudonyms:
+    """Stable pseudonyms for user ids: a keyed hash with a secret kept beside bot.toml."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    @classmethod
+    def beside(cls, config_path: Path) -> Pseudonyms:
+        """Load (or create, once) the secret file next to bot.toml."""
+        path = config_path.parent / ".llamabot-export-key"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return cls(bytes.fromhex(path.read_text().strip()))
+
+    def __call__(self, value: str) -> str:
+        digest = hmac.new(self._secret, value.encode(), hashlib.sha256).hexdigest()
+        return f"user-{digest[:12]}"
+
+
+async def _rows(engine: AsyncEngine, where: ExportFilter) -> AsyncIterator[Any]:
+    query = (
+        select(
+            Conversation.key,
+            Conversation.is_private,
+            Message.role,
+            Message.content,
+            Message.author_name,
+            Message.author_id,
+            Message.persona,
+            Message.status,
+        )
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .order_by(Message.conversation_id, Message.id)
+    )
+    if where.conversation:
+        query = query.where(Conversation.key == where.conversation)
+    if where.since:
+        query = query.where(Message.created_at >= where.since)
+    async with engine.connect() as conn:
+        result = await conn.stream(query.execution_options(yield_per=1000))
+        async for row in result:
+            yield row
+
+
+async def windows(
+    engine: AsyncEngine, where: ExportFilter, max_messages: int
+) -> AsyncIterator[Window]:
+    """Complete exchanges grouped into windows of at most ``max_messages`` turns."""
+    current: Window | None = None
+    pending: list[tuple[str, str | None, str | None]] = []
+    async for row in _rows(engine, where):
+        key, is_private, role, content, name, author_id, persona, status = row
+        persona = persona or ""
+        if current is not None and (current.key != key or current.persona != persona):
+            if current.exchanges:
+                yield current
+            current = None
+            pending = []
+        if role == "user":
+            pending.append((content, name, author_id))
+            continue
+        if role != "assistant" or status != "ok" or not pending:
+            pending = []  # a failed reply takes its unanswered question with it
+            continue
+        if current is None:
+            current = Window(key, persona, group=not is_private)
+        turns = sum(len(e.users) + 1 for e in current.exchanges)
+        if current.exchanges and turns + len(pending) + 1 > max_messages:
+            yield current
+            current = Window(key, persona, current.group)
+        current.exchanges.append(Exchange(pending, content))
+        pending = []
+    if current is not None and current.exchanges:
+        yield current
+
+
+def _user_text(window: Window, content: str, name: str | None) -> str:
+    return speaker_line(name if window.group else None, content)
+
+
+def render(
+    window: Window,
+    fmt: Format,
+    system: str,
+    pseudonym: Pseudonyms | None,
+) -> Iterator[dict[str, Any]]:
+    """The JSON records of one window in the chosen format."""
+    conversation = pseudonym(window.key) if pseudonym else window.key
+    if fmt == "alpaca":
+        history: list[list[str]] = []
+        for exchange in window.exchanges:
+            instruction = "\n".join(_user_text(window, c, n) for c, n, _ in exchange.users)
+            yield {
+                "system": system,
+                "instruction": instruction,
+                "input": "",
+                "output": exchange.reply,
+                "history": [list(pair) for pair in history],
+                "conversation": conversation,
+            }
+            history.append([instruction, exchange.reply])
+        return
+    messages: list[dict[str, str]] = [{"role": "system", "content": system}]
+    for exchange in window.exchanges:
+        for content, name, author_id in exchange.users:
+            turn = {"role": "user", "content": _user_text(window, content, name)}
+            if author_id:
+                turn["user"] = pseudonym(author_id) if pseudonym else author_id
+            messages.append(turn)
+        messages.append({"role": "assistant", "content": exchange.reply})
+    if fmt == "chatml":
+        yield {"messages": messages, "persona": window.persona, "conversation": conversation}
+        return
+    names = {"system": "system", "user": "human", "assistant": "gpt"}
+    turns = []
+    for message in messages:
+        turn = {"from": names[message["role"]], "value": message["content"]}
+        if "user" in message:
+            turn["user"] = message["user"]
+        turns.append(turn)
+    yield {"conversations": turns, "persona": window.persona, "conversation": conversation}
+
+
+async def export(
+    engine: AsyncEngine,
+    config: Config,
+    out: TextIO,
+    *,
+    fmt: Format,
+    where: ExportFilter,
+    pseudonym: Pseudonyms | None,
+) -> int:
+    """Write JSONL to ``out``; returns the number of records written."""
+    written = 0
+    async for window in windows(engine, where, config.history.max_messages):
+        if where.persona and window.persona != where.persona:
+            continue
+        persona = config.personas.get(window.persona)
+        system = persona.prompt if persona else config.personas[config.bot.default_persona].prompt
+        for record in render(window, fmt, system, pseudonym):
+            out.write(json.dumps(record, ensure_ascii=False))
+            out.write("\n")
+            written += 1
+    return written
