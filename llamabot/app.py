@@ -157,6 +157,7 @@ class Bot:
 
             self._model = await select_model(config.llm, config_dir=self.config_dir)
         self._stack.push_async_callback(self._model.aclose)
+        await self._report_missing_models()
 
         if self._plugins is None:
             from llamabot.plugin_loader import load_plugins
@@ -189,6 +190,18 @@ class Bot:
         await self._start_plugins()
 
         self._start_maintenance()
+
+    async def _report_missing_models(self) -> None:
+        """Tell the admin, at start, which persona models must be pulled, and how."""
+        wanted = sorted({persona.model for persona in self._config.personas.values()})
+        missing = await self.model.missing_models(wanted)
+        for name, hosts in sorted(missing.items()):
+            log.warning(
+                "model %s (used by a persona) is not installed on %s; run: ollama pull %s",
+                name,
+                ", ".join(hosts),
+                name,
+            )
 
     def _start_maintenance(self) -> None:
         """Background upkeep: the bot.toml watcher and the daily history retention."""

@@ -197,7 +197,8 @@ async def _plugins(args: argparse.Namespace) -> int:
     print(f"loaded ({len(host.loaded)}):")
     for loaded in host.loaded:
         commands = ", ".join(
-            prefix + c.name + (" (admins)" if c.admin else "") for c in loaded.plugin.commands
+            prefix + c.name + (" (admins)" if c.admin else "")
+            for c in sorted(loaded.plugin.commands, key=lambda c: c.name)
         )
         print(f"  {loaded.plugin.name:<12} {commands or '(no commands)'}")
         print(f"  {'':<12} from {loaded.source}")
@@ -210,6 +211,15 @@ async def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _doctor(args: argparse.Namespace) -> int:
+    from llamabot.doctor import run_checks
+
+    checks = await run_checks(_config_path(args))
+    for check in checks:
+        print(check.line())
+    return 0 if all(check.ok for check in checks) else 1
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "check": _check,
     "chat": _chat,
@@ -218,6 +228,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "models": _models,
     "export": _export,
     "plugins": _plugins,
+    "doctor": _doctor,
 }
 
 
@@ -243,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--older-than", help="with prune: an age like 30d, 12h or 2w")
     add("models", "list the models the backend can serve")
     add("plugins", "list the plugins that load, with their commands, and the ones that fail")
+    add("doctor", "check config, database, model servers, persona models and tokens")
     exporter = add("export", "write conversations as JSONL for fine-tuning (LoRA)")
     exporter.add_argument("--format", choices=["chatml", "sharegpt", "alpaca"], default="chatml")
     exporter.add_argument("--conversation", help="only this conversation key, e.g. discord:123")
@@ -258,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``llamabot`` console script."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose, quiet=args.command in ("chat", "check"))
+    _setup_logging(args.verbose, quiet=args.command in ("chat", "check", "doctor", "plugins"))
     try:
         return asyncio.run(COMMANDS[args.command](args))
     except ConfigError as exc:

@@ -50,6 +50,7 @@ class OllamaSection(Section):
     hosts: list[str] = Field(default_factory=list)
     keep_alive: str = "5m"
     retry_after_s: float = Field(default=15.0, ge=0)
+    max_num_ctx: int = Field(default=8192, gt=0)
 
     @property
     def all_hosts(self) -> list[str]:

@@ -73,6 +73,10 @@ class ChatModel(Protocol):
 
     async def health(self) -> Health: ...
 
+    async def missing_models(self, names: list[str]) -> dict[str, list[str]]:
+        """Of ``names``, the models some server lacks, with those servers."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

@@ -228,6 +228,10 @@ class EmbeddedModel:
             )
         ]
 
+    async def missing_models(self, names: list[str]) -> dict[str, list[str]]:
+        """Nothing is missing: the one loaded file answers for every persona's model."""
+        return {}
+
     async def health(self) -> Health:
         return Health(ok=True, detail=f"embedded llama.cpp with {self._path.name}")
 

@@ -79,5 +79,8 @@ class ScriptedModel:
     async def health(self) -> Health:
         return Health(ok=True, detail="scripted model")
 
+    async def missing_models(self, names: list[str]) -> dict[str, list[str]]:
+        return {}
+
     async def aclose(self) -> None:
         return None
