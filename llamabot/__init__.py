@@ -8,7 +8,7 @@ from llamabot.config import Config, ConfigError, Persona, load_config, parse_con
 from llamabot.errors import StartupError
 from llamabot.events import Author, ChannelRef, Inbound, SentMessage
 from llamabot.llm.base import ChatMessage, ChatModel, GenerationOptions
-from llamabot.plugins import CommandContext, Plugin, UsageError
+from llamabot.plugins import CommandContext, JobContext, Plugin, UsageError
 from llamabot.streaming import ReplyStream, split_message
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "DeliveryError",
     "GenerationOptions",
     "Inbound",
+    "JobContext",
     "Persona",
     "PlatformLimits",
     "Plugin",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
 
 from llamabot.config import Config
 from llamabot.errors import StartupError
-from llamabot.plugins import Command, Plugin
+from llamabot.plugins import Command, JobContext, Plugin
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,19 @@ class PluginHost:
 
     def add(self, plugin: Plugin, source: str, config: Config) -> None:
         """Validate a plugin's config slice and register its commands, all or nothing."""
+        same = self.source_of(plugin.name)
+        if same is not None:
+            raise StartupError(
+                f"two plugins are named {plugin.name!r}: {same} and {source}; "
+                "remove one, or rename it"
+            )
         for command in plugin.commands:
             other = self._commands.get(command.name)
             if other is not None:
                 raise StartupError(
-                    f"two plugins claim the command {command.name!r}: {other.plugin!r} and "
-                    f"{plugin.name!r}; disable one in [plugins] disabled"
+                    f"two plugins claim the command {command.name!r}: {other.plugin!r} "
+                    f"({self.source_of(other.plugin)}) and {plugin.name!r} ({source}); "
+                    "disable one in [plugins] disabled"
                 )
         settings: BaseModel | None = None
         if plugin.config_model is not None:
@@ -79,5 +87,36 @@ class PluginHost:
                 return loaded.config
         return None
 
+    def source_of(self, plugin_name: str) -> str | None:
+        """Where a loaded plugin came from (a file, or an entry point)."""
+        for loaded in self.loaded:
+            if loaded.plugin.name == plugin_name:
+                return loaded.source
+        return None
+
     def plugins(self) -> list[Plugin]:
         return [loaded.plugin for loaded in self.loaded]
+
+    async def run_start_hooks(self, context: Callable[[str], JobContext]) -> None:
+        """Run every on_start hook in load order; a failing hook is logged and skipped."""
+        for plugin in self.plugins():
+            for hook in plugin.start_hooks:
+                await _run_hook(plugin, hook, context, "on_start")
+
+    async def run_stop_hooks(self, context: Callable[[str], JobContext]) -> None:
+        """Run every on_stop hook in reverse load order; failures are logged."""
+        for plugin in reversed(self.plugins()):
+            for hook in reversed(plugin.stop_hooks):
+                await _run_hook(plugin, hook, context, "on_stop")
+
+
+async def _run_hook(
+    plugin: Plugin,
+    hook: Callable[..., Awaitable[None]],
+    context: Callable[[str], JobContext],
+    kind: str,
+) -> None:
+    try:
+        await hook(context(plugin.name))
+    except Exception:
+        log.exception("%s hook %s of plugin %s failed", kind, hook.__name__, plugin.name)

@@ -1,6 +1,9 @@
-"""Plugin discovery: the folders in ``[plugins] dirs`` and the ``llamabot.plugins`` entry points.
+"""Plugin discovery: the bundled plugins, the folders in ``[plugins] dirs`` and the
+``llamabot.plugins`` entry points.
 
-A plugin that fails to import is reported and left out; the bot starts without it.
+A plugin that fails to import is reported and left out; the bot starts without it. A
+plugin in ``[plugins] dirs`` or an entry point with a bundled plugin's name replaces it,
+so an admin can swap ``help`` for their own.
 """
 
 from __future__ import annotations
@@ -8,7 +11,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
-from importlib.metadata import entry_points
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
 
@@ -20,24 +24,62 @@ from llamabot.plugins import Plugin
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "llamabot.plugins"
+MODULE_PREFIX = "llamabot_plugins"
 
 
-def _candidates(folder: Path) -> list[tuple[str, Path]]:
-    found: list[tuple[str, Path]] = []
+def bundled_plugins_dir() -> Path | None:
+    """The bundled plugins: inside the installed wheel, or the checkout's plugins/."""
+    package = Path(__file__).resolve().parent
+    for folder in (package / "_plugins", package.parent / "plugins"):
+        if folder.is_dir():
+            return folder
+    return None
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    name: str
+    source: str
+    origin: Path | EntryPoint
+    bundled: bool = False
+
+
+def _in_folder(folder: Path, *, bundled: bool = False) -> list[_Candidate]:
+    found: list[_Candidate] = []
     if not folder.is_dir():
+        if not bundled:
+            log.warning("plugin folder %s does not exist", folder)
         return found
     for path in sorted(folder.iterdir()):
         if path.name.startswith(("_", ".")):
             continue
         if path.suffix == ".py" and path.is_file():
-            found.append((path.stem, path))
+            found.append(_Candidate(path.stem, str(path), path, bundled))
         elif path.is_dir() and (path / "__init__.py").is_file():
-            found.append((path.name, path / "__init__.py"))
+            found.append(_Candidate(path.name, str(path), path / "__init__.py", bundled))
     return found
 
 
+def _candidates(config: Config, config_dir: Path, bundled: bool) -> list[_Candidate]:
+    home = bundled_plugins_dir() if bundled else None
+    found = _in_folder(home, bundled=True) if home is not None else []
+    seen = {home.resolve()} if home is not None else set()
+    for folder_text in config.plugins.dirs:
+        folder = Path(folder_text).expanduser()
+        if not folder.is_absolute():
+            folder = config_dir / folder
+        if folder.resolve() in seen:
+            continue  # the checkout's own plugins/ is the bundled folder
+        seen.add(folder.resolve())
+        found += _in_folder(folder)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        found.append(_Candidate(entry.name, f"entry point {entry.value}", entry))
+    replaced = {c.name for c in found if not c.bundled}
+    return [c for c in found if not (c.bundled and c.name in replaced)]
+
+
 def _import_file(name: str, path: Path) -> ModuleType:
-    module_name = f"llamabot_plugins.{name}"
+    module_name = f"{MODULE_PREFIX}.{name}"
     spec = importlib.util.spec_from_file_location(
         module_name,
         path,
@@ -69,37 +111,28 @@ def _wanted(name: str, config: Config) -> bool:
     return name not in section.disabled
 
 
-def load_plugins(config: Config, config_dir: Path) -> PluginHost:
+def load_plugins(config: Config, config_dir: Path, *, bundled: bool = True) -> PluginHost:
     """Import every plugin bot.toml allows; failures are recorded, not raised.
 
-    Two plugins claiming one command is the one error that stops the start.
+    Two plugins claiming one command (or one name) is the one error that stops the start.
     """
     host = PluginHost()
-    found: list[tuple[str, str, object]] = []
-    for folder_text in config.plugins.dirs:
-        folder = Path(folder_text).expanduser()
-        if not folder.is_absolute():
-            folder = config_dir / folder
-        for name, path in _candidates(folder):
-            found.append((name, str(path), path))
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        found.append((entry.name, f"entry point {entry.value}", entry))
-
-    for name, source, origin in found:
+    for candidate in _candidates(config, config_dir, bundled):
+        name, source = candidate.name, candidate.source
         if not _wanted(name, config):
             continue
         try:
-            if isinstance(origin, Path):
-                module: object = _import_file(name, origin)
+            if isinstance(candidate.origin, Path):
+                module: object = _import_file(name, candidate.origin)
             else:
-                module = origin.load()  # type: ignore[attr-defined]
+                module = candidate.origin.load()
             plugin = _plugin_of(module, source)
             if not _wanted(plugin.name, config):
                 continue
             host.add(plugin, source, config)
         except StartupError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin's sys.exit() must not stop the bot
             log.error("plugin %s (%s) failed to load: %s", name, source, exc)
             host.failures.append(PluginFailure(name, source, f"{type(exc).__name__}: {exc}"))
     return host

@@ -1,4 +1,4 @@
-"""The plugin API: ``Plugin`` objects with decorated commands, hooks and jobs.
+"""The plugin API: ``Plugin`` objects with decorated commands, hooks, jobs and tasks.
 
 A plugin module defines ``plugin = Plugin("name", ...)`` and registers by decorator on
 it. Nothing reaches the bot until the whole module imported and its config validated,
@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import re
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from llamabot.config import Resolved
-    from llamabot.events import Inbound
+    import tomlkit.toml_document
+
+    from llamabot.app import Bot
+    from llamabot.config import Config, Resolved
+    from llamabot.events import ChannelRef, Inbound, SentMessage
     from llamabot.scheduler import Scheduler
     from llamabot.storage.history import HistoryStore
 
@@ -84,6 +91,22 @@ def _convert(word: str, kind: type) -> Any:
         raise UsageError(f"{word!r} is not a {kind.__name__}") from None
 
 
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def crontab_weekdays(cron: str) -> str:
+    """Spell crontab's numeric weekdays (0 and 7 = Sunday) as names.
+
+    APScheduler 3 counts weekdays from Monday = 0 (its issue #286), so ``0 9 * * 0``
+    would run on Mondays; names mean the same to both.
+    """
+    fields = cron.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron {cron!r} needs 5 fields: minute hour day month weekday")
+    fields[4] = re.sub(r"(?<![/\w])[0-7](?!\w)", lambda m: _WEEKDAYS[int(m.group())], fields[4])
+    return " ".join(fields)
+
+
 @dataclass(frozen=True)
 class Job:
     """A recurring job: ``cron`` (crontab text) or ``interval`` (seconds)."""
@@ -99,7 +122,7 @@ class Job:
 
 
 class Plugin:
-    """A plugin: commands, hooks and jobs, registered by decorator.
+    """A plugin: commands, hooks, jobs and tasks, registered by decorator.
 
     ``config`` is an optional pydantic model; the ``[plugins.<name>]`` table of bot.toml
     is validated against it and handed to the plugin's handlers as ``ctx.config``.
@@ -115,6 +138,7 @@ class Plugin:
         self.message_hooks: list[Callable[..., Awaitable[bool | None]]] = []
         self.reply_hooks: list[Callable[..., Awaitable[None]]] = []
         self.jobs: list[Job] = []
+        self.tasks: list[Callable[..., Awaitable[None]]] = []
         self.start_hooks: list[Callable[..., Awaitable[None]]] = []
         self.stop_hooks: list[Callable[..., Awaitable[None]]] = []
 
@@ -129,6 +153,8 @@ class Plugin:
         """
 
         def register(func: F) -> F:
+            if any(c.name == name.lower() for c in self.commands):
+                raise ValueError(f"plugin {self.name!r} registers /{name} twice")
             doc = (inspect.getdoc(func) or "").split("\n")[0]
             self.commands.append(
                 Command(
@@ -155,9 +181,20 @@ class Plugin:
         return func
 
     def job(self, *, cron: str | None = None, interval: float | None = None) -> Callable[[F], F]:
-        """Run ``async def job(ctx)`` on a crontab schedule or every ``interval`` seconds."""
+        """Run ``async def job(ctx: JobContext)`` on a crontab schedule or every ``interval`` s.
+
+        Crontab weekdays count from Sunday = 0, as in crontab(5). A run missed while the
+        bot was down runs once when it starts again (within the scheduler's grace time).
+        """
         if (cron is None) == (interval is None):
             raise ValueError("a job needs exactly one of cron= or interval=")
+        if interval is not None and interval <= 0:
+            raise ValueError("a job's interval must be more than 0 seconds")
+        if cron is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            cron = crontab_weekdays(cron)
+            CronTrigger.from_crontab(cron)  # a typo fails the plugin's import, not a start
 
         def register(func: F) -> F:
             self.jobs.append(Job(func=func, cron=cron, interval=interval, plugin=self.name))
@@ -165,25 +202,88 @@ class Plugin:
 
         return register
 
+    def task(self, func: F) -> F:
+        """Register ``async def task(ctx: JobContext, data: dict)`` for ``scheduler.run_at``.
+
+        A scheduled call stores the task's name and plain data, never the function or a
+        live object, so it still runs after the bot restarted.
+        """
+        self.tasks.append(func)
+        return func
+
     def on_start(self, func: F) -> F:
-        """Run ``async def hook(ctx)`` when the bot has started."""
+        """Run ``async def hook(ctx: JobContext)`` once the adapters are up."""
         self.start_hooks.append(func)
         return func
 
     def on_stop(self, func: F) -> F:
-        """Run ``async def hook(ctx)`` when the bot stops."""
+        """Run ``async def hook(ctx: JobContext)`` when the bot stops, before the adapters."""
         self.stop_hooks.append(func)
         return func
 
 
 @dataclass
-class PluginServices:
-    """What a plugin may use: the store, the scheduler, its config, the bot's settings."""
+class JobContext:
+    """What a job, a scheduled task or an on_start/on_stop hook receives."""
 
-    store: HistoryStore
-    scheduler: Scheduler | None
-    config: BaseModel | None
-    bot: Any = None
+    bot: Bot
+    plugin: str
+
+    @property
+    def store(self) -> HistoryStore:
+        return self.bot.store
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        return self.bot.scheduler
+
+    @property
+    def config(self) -> BaseModel | None:
+        """The plugin's validated ``[plugins.<name>]`` table."""
+        return self.bot.plugins.config_for(self.plugin)
+
+    async def send(
+        self, channel: ChannelRef, text: str, *, reply_to: str | None = None
+    ) -> SentMessage | None:
+        """Post in a conversation unprompted; ``None`` when it could not be delivered.
+
+        ``reply_to`` is best effort: when the platform refuses it (the message was
+        deleted meanwhile), the text is sent without it.
+        """
+        from llamabot.adapters.base import DeliveryError
+        from llamabot.streaming import split_message
+
+        adapter = next((a for a in self.bot.adapters if a.platform == channel.platform), None)
+        if adapter is None:
+            log.warning(
+                "no %s adapter is running; a post to %s is dropped", channel.platform, channel.key
+            )
+            return None
+        first: SentMessage | None = None
+        try:
+            for piece in split_message(text, adapter.limits.max_chars):
+                if first is None and reply_to is not None:
+                    try:
+                        first = await adapter.send(channel, piece, reply_to=reply_to)
+                        continue
+                    except DeliveryError as exc:
+                        log.info("replying in %s failed (%s); posting instead", channel.key, exc)
+                sent = await adapter.send(channel, piece)
+                first = first or sent
+        except DeliveryError as exc:
+            log.warning("could not post in %s: %s", channel.key, exc)
+        return first
+
+    def mention(self, platform: str, user_id: str, name: str) -> str:
+        """How to name a person so the platform notifies them.
+
+        An adapter may offer ``mention(user_id, name) -> str``; otherwise ``@Name``.
+        """
+        adapter = next((a for a in self.bot.adapters if a.platform == platform), None)
+        method = getattr(adapter, "mention", None)
+        if callable(method):
+            return str(method(user_id, name))
+        return f"@{name}"
 
 
 @dataclass
@@ -204,6 +304,11 @@ class CommandContext:
         return self.inbound.channel.key
 
     @property
+    def author_id(self) -> str:
+        """The person as ``platform:user_id``, the form ``[bot] admins`` and the history use."""
+        return self.inbound.author.qualified_id(self.inbound.channel.platform)
+
+    @property
     def is_admin(self) -> bool:
         settings = getattr(self.bot, "config", None)
         if settings is None:
@@ -215,3 +320,44 @@ class CommandContext:
         """Answer in the conversation the message came from."""
         self.replies.append(text)
         await self.reply_func(text)
+
+    def edit_config(self, change: Callable[[tomlkit.toml_document.TOMLDocument], None]) -> Config:
+        """Change bot.toml and put the result in force; admins only.
+
+        ``change`` edits the parsed document in place (tomlkit keeps the admin's comments
+        and layout). The new text is validated before it replaces the file, so a bad
+        change raises :class:`~llamabot.config.ConfigError` and leaves bot.toml as it was.
+        """
+        if not self.is_admin:
+            raise PermissionError("only the bot's admins can change bot.toml")
+        path = getattr(self.bot, "config_path", None)
+        if path is None:
+            raise RuntimeError("this bot was started without a bot.toml; there is none to change")
+        config = rewrite_config(Path(path), change)
+        self.bot.apply_config(config)
+        return config
+
+
+def rewrite_config(
+    path: Path, change: Callable[[tomlkit.toml_document.TOMLDocument], None]
+) -> Config:
+    """Apply ``change`` to bot.toml with tomlkit, validate, and replace the file atomically."""
+    import tomlkit
+
+    from llamabot.config import parse_config
+
+    document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    change(document)
+    text = tomlkit.dumps(document)
+    config = parse_config(text, path)
+    # A crash mid-write must not leave the admin with half a bot.toml.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, path.stat().st_mode & 0o7777)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return config

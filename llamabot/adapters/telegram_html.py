@@ -8,6 +8,7 @@ literal until its closing marker arrives, so every prefix of a reply converts to
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 
@@ -18,11 +19,13 @@ _LINK = re.compile(r"\[([^\]\n]+)\]\(((?:https?://|tg://|mailto:)[^\s()<>]+)\)")
 _BOLD_STARS = re.compile(r"\*\*(?=[^\s*])([^\n]+?)(?<=[^\s*])\*\*")
 _BOLD_UNDERSCORES = re.compile(r"__(?=[^\s_])([^\n]+?)(?<=[^\s_])__(?![0-9A-Za-z_])")
 _STRIKE = re.compile(r"~~(?=[^\s~])([^\n]+?)(?<=[^\s~])~~")
-_ITALIC_STAR = re.compile(r"\*(?=[^\s*])([^\n*]+?)(?<=[^\s*])\*(?!\*)")
+_BOLD_ITALIC = re.compile(r"\*\*\*(?=[^\s*])([^\n*]+?)(?<=[^\s*])\*\*\*(?!\*)")
+_ITALIC_STAR = re.compile(r"\*(?=[^\s*])((?:\*\*[^\n*]+?\*\*|[^\n*])+?)(?<![\s*])\*(?!\*)")
 _ITALIC_UNDERSCORE = re.compile(r"_(?=[^\s_])([^\n_]+?)(?<=[^\s_])_(?![0-9A-Za-z_])")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
 _LANGUAGE = re.compile(r"[A-Za-z0-9_+#.-]{1,32}")
 _WORD_CHAR = re.compile(r"[0-9A-Za-z_]")
+_ANY_TAG = re.compile(r"<[^>]*>")
 
 
 def escape(text: str) -> str:
@@ -33,6 +36,11 @@ def escape(text: str) -> str:
 def escape_attribute(text: str) -> str:
     """Escape a value for a double-quoted attribute (a link's ``href``)."""
     return escape(text).replace('"', "&quot;")
+
+
+def visible_text(markup: str) -> str:
+    """The text a reader sees once Telegram parsed ``markup`` (tags gone, entities decoded)."""
+    return html.unescape(_ANY_TAG.sub("", markup))
 
 
 def markdown_to_html(text: str) -> str:
@@ -105,6 +113,12 @@ def _wrap(tag: str) -> Callable[[re.Match[str], frozenset[str]], str]:
     return render
 
 
+def _bold_italic(match: re.Match[str], active: frozenset[str]) -> str:
+    if "i" in active:
+        return _wrap("b")(match, active)
+    return f"<b><i>{_inline(match.group(1), active | {'b', 'i'})}</i></b>"
+
+
 def _code(match: re.Match[str], active: frozenset[str]) -> str:
     return f"<code>{escape(match.group(1))}</code>"
 
@@ -119,6 +133,7 @@ def _link(match: re.Match[str], active: frozenset[str]) -> str:
 _RULES: tuple[_Rule, ...] = (
     ("code", _CODE_SPAN, _code),
     ("a", _LINK, _link),
+    ("b", _BOLD_ITALIC, _bold_italic),
     ("b", _BOLD_STARS, _wrap("b")),
     ("b", _BOLD_UNDERSCORES, _wrap("b")),
     ("s", _STRIKE, _wrap("s")),

@@ -1,0 +1,358 @@
+"""Discord through discord.py, running on llamabot's event loop (never ``Client.run``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+
+import aiohttp
+import discord
+import discord.gateway
+import discord.http
+import yarl
+
+from llamabot.adapters.base import BotHandle, DeliveryError, PlatformLimits
+from llamabot.config import DiscordSection
+from llamabot.events import Author, ChannelRef, Inbound, SentMessage
+
+log = logging.getLogger(__name__)
+
+# The model's output must never ping anyone: no @everyone/@here, roles, users or the
+# author of the message being answered.
+NO_PINGS = discord.AllowedMentions.none()
+
+# Discord shows "is typing" for about 10 s; renew a little before it lapses.
+TYPING_INTERVAL_S = 8.0
+MAX_CHARS = 2000
+
+# Error codes Discord answers when a reply's original message is gone.
+_UNKNOWN_MESSAGE = 10008
+_INVALID_FORM_BODY = 50035
+
+
+class DiscordStartError(RuntimeError):
+    """The Discord adapter cannot start; the message says what the admin should do."""
+
+
+class MessageContentIntentError(DiscordStartError):
+    """The bot's application lacks the privileged Message Content intent."""
+
+
+class _Client(discord.Client):
+    """discord.Client that hands events to the adapter."""
+
+    def __init__(
+        self, adapter: DiscordAdapter, *, proxy: str | None, guild_ready_timeout: float
+    ) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        intents.guild_messages = True
+        intents.dm_messages = True
+        intents.message_content = True
+        super().__init__(
+            intents=intents,
+            proxy=proxy,
+            guild_ready_timeout=guild_ready_timeout,
+            max_messages=None,  # replies are edited by id; no message cache needed
+            chunk_guilds_at_startup=False,
+        )
+        self._adapter = adapter
+        self.connected = asyncio.Event()
+
+    async def on_connect(self) -> None:
+        self.connected.set()
+
+    async def on_message(self, message: discord.Message) -> None:
+        # No await before submit: discord.py starts one task per event in arrival order,
+        # so messages reach the router in the order Discord sent them.
+        self._adapter.receive(message)
+
+
+class DiscordAdapter:
+    """The Discord platform: servers, threads and DMs, replies streamed by editing."""
+
+    platform = "discord"
+
+    def __init__(
+        self,
+        section: DiscordSection,
+        *,
+        token: str | None = None,
+        guild_ready_timeout: float = 2.0,
+        connect_timeout: float = 60.0,
+    ) -> None:
+        if token is None:
+            token = os.environ.get(section.token_env, "").strip()
+            if not token:
+                raise DiscordStartError(
+                    f"no Discord bot token: set the environment variable {section.token_env} "
+                    "to the token from the Discord developer portal (Bot -> Reset Token), or "
+                    "change [discord] token_env in bot.toml"
+                )
+        self._section = section
+        self._token = token
+        self._guild_ready_timeout = guild_ready_timeout
+        self._connect_timeout = connect_timeout
+        self.limits = PlatformLimits(
+            max_chars=MAX_CHARS,
+            edit_interval_s=section.edit_interval,
+            supports_edit=True,
+            typing_interval_s=TYPING_INTERVAL_S,
+        )
+        self._bot: BotHandle | None = None
+        self._client: _Client | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._forbidden: set[str] = set()
+        self._mention: re.Pattern[str] | None = None
+
+    # -- lifespan ------------------------------------------------------------------
+
+    async def start(self, bot: BotHandle) -> None:
+        """Log in, connect to the gateway and return once Discord accepted the session."""
+        section = self._section
+        # discord.py reads both at request/connect time, so setting them here redirects
+        # all its traffic (API-compatible proxies, the test server).
+        discord.http.Route.BASE = section.api_base.rstrip("/")
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(section.gateway_url)
+        self._bot = bot
+        client = _Client(
+            self,
+            proxy=section.proxy or None,
+            guild_ready_timeout=self._guild_ready_timeout,
+        )
+        self._client = client
+        try:
+            await self._connect(client)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _connect(self, client: _Client) -> None:
+        try:
+            await client.login(self._token)
+        except discord.LoginFailure:
+            raise DiscordStartError(
+                f"Discord rejected the bot token in {self._section.token_env}; copy a fresh "
+                "token from the developer portal (Bot -> Reset Token)"
+            ) from None
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            raise DiscordStartError(
+                f"cannot reach Discord at {self._section.api_base}: {exc}; check the network, "
+                "[discord] api_base and [discord] proxy"
+            ) from None
+        assert client.user is not None
+        self._mention = re.compile(rf"\s*<@!?{client.user.id}>\s*")
+        self._runner = asyncio.create_task(self._run(client), name="discord-gateway")
+        connected = asyncio.create_task(client.connected.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {self._runner, connected},
+                timeout=self._connect_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            connected.cancel()
+        if self._runner in done:
+            raise self._start_error(self._runner.exception()) from None
+        if connected not in done:
+            raise DiscordStartError(
+                f"no answer from the Discord gateway at {self._section.gateway_url} within "
+                f"{self._connect_timeout:.0f} s; check the network and [discord] gateway_url"
+            )
+        log.info("connected to Discord as %s (id %s)", client.user.name, client.user.id)
+
+    def _start_error(self, exc: BaseException | None) -> DiscordStartError:
+        if isinstance(exc, discord.PrivilegedIntentsRequired):
+            return MessageContentIntentError(
+                "Discord refused the Message Content intent: enable 'Message Content Intent' "
+                "under Bot -> Privileged Gateway Intents in the Discord developer portal "
+                "(https://discord.com/developers/applications), then start the bot again"
+            )
+        if isinstance(exc, discord.ConnectionClosed) and exc.code == 4004:
+            return DiscordStartError(
+                f"Discord rejected the bot token in {self._section.token_env} on the gateway; "
+                "copy a fresh token from the developer portal"
+            )
+        return DiscordStartError(f"the Discord gateway connection failed: {exc}")
+
+    async def _run(self, client: _Client) -> None:
+        # discord.py reconnects and resumes by itself; it only returns or raises for good.
+        try:
+            await client.connect(reconnect=True)
+        except discord.PrivilegedIntentsRequired:
+            if client.connected.is_set():
+                log.error("%s", self._start_error(discord.PrivilegedIntentsRequired(None)))
+            raise
+        except Exception as exc:
+            if client.connected.is_set():
+                log.error("the Discord connection ended: %s", exc)
+            raise
+
+    async def stop(self) -> None:
+        """Close the gateway and the HTTP session."""
+        client, runner = self._client, self._runner
+        self._client = None
+        self._runner = None
+        if client is not None:
+            await client.close()
+        if runner is not None:
+            try:
+                async with asyncio.timeout(10):
+                    await asyncio.shield(runner)
+            except TimeoutError:
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+            except Exception:  # already reported by _run or start
+                pass
+
+    # -- inbound -------------------------------------------------------------------
+
+    def receive(self, message: discord.Message) -> None:
+        """Hand one gateway message to the bot, if it is one the bot should see."""
+        inbound = self.normalize(message)
+        if inbound is None or self._bot is None:
+            return
+        future = self._bot.submit(inbound, self)
+        future.add_done_callback(_report_failure)
+
+    def normalize(self, message: discord.Message) -> Inbound | None:
+        """A discord.Message as llamabot's Inbound; ``None`` for messages to ignore."""
+        client = self._client
+        me = client.user if client is not None else None
+        if me is None or message.author.id == me.id:
+            return None
+        if message.author.bot and self._section.ignore_bots:
+            return None
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return None  # joins, pins, boosts: nobody is talking
+        private = message.guild is None
+        if private and not self._section.allow_dms:
+            return None
+        channel = message.channel
+        if isinstance(channel, discord.Thread):
+            chat_id, thread_id = str(channel.parent_id), str(channel.id)
+        else:
+            chat_id, thread_id = str(channel.id), None
+        mentioned = any(user.id == me.id for user in message.mentions)
+        resolved = message.reference.resolved if message.reference is not None else None
+        replied = isinstance(resolved, discord.Message) and resolved.author.id == me.id
+        text = message.content
+        if self._mention is not None:
+            text = self._mention.sub(" ", text)
+        text = text.strip()
+        if not text:
+            return None  # an attachment or a bare mention: nothing to answer
+        return Inbound(
+            channel=ChannelRef(
+                platform=self.platform,
+                chat_id=chat_id,
+                thread_id=thread_id,
+                guild_id=str(message.guild.id) if message.guild is not None else None,
+                is_private=private,
+            ),
+            author=Author(
+                id=str(message.author.id),
+                name=message.author.display_name,
+                is_bot=message.author.bot,
+            ),
+            text=text,
+            message_id=str(message.id),
+            addressed=mentioned or replied,
+        )
+
+    # -- outbound ------------------------------------------------------------------
+
+    def _target(self, to: ChannelRef) -> discord.PartialMessageable:
+        if self._client is None:
+            raise DeliveryError("the Discord adapter is not running")
+        if to.is_private:
+            kind = discord.ChannelType.private
+        elif to.thread_id is not None:
+            kind = discord.ChannelType.public_thread
+        else:
+            kind = discord.ChannelType.text
+        return self._client.get_partial_messageable(
+            int(to.thread_id or to.chat_id),
+            guild_id=int(to.guild_id) if to.guild_id else None,
+            type=kind,
+        )
+
+    async def send(self, to: ChannelRef, text: str, reply_to: str | None = None) -> SentMessage:
+        """Post a message, as a reply to ``reply_to`` when that message still exists."""
+        target = self._target(to)
+        reference = None
+        if reply_to is not None:
+            # fail_if_not_exists=False: Discord posts a plain message if the original is gone.
+            reference = discord.MessageReference(
+                message_id=int(reply_to),
+                channel_id=target.id,
+                guild_id=int(to.guild_id) if to.guild_id else None,
+                fail_if_not_exists=False,
+            )
+        try:
+            try:
+                if reference is None:
+                    message = await target.send(text, allowed_mentions=NO_PINGS)
+                else:
+                    message = await target.send(
+                        text, reference=reference, allowed_mentions=NO_PINGS, mention_author=False
+                    )
+            except discord.HTTPException as exc:
+                if reference is None or exc.code not in (_UNKNOWN_MESSAGE, _INVALID_FORM_BODY):
+                    raise
+                # A server that ignores fail_if_not_exists: send without the reply.
+                message = await target.send(text, allowed_mentions=NO_PINGS)
+        except discord.Forbidden as exc:
+            raise self._refused(to, exc) from None
+        except discord.HTTPException as exc:
+            raise DeliveryError(f"Discord refused the message: {exc.status} {exc.text}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DeliveryError(f"cannot reach Discord: {exc}") from None
+        self._forbidden.discard(to.key)
+        return SentMessage(channel=to, message_id=str(message.id))
+
+    async def edit(self, sent: SentMessage, text: str) -> None:
+        """Replace the text of a message the bot sent."""
+        partial = self._target(sent.channel).get_partial_message(int(sent.message_id))
+        try:
+            await partial.edit(content=text, allowed_mentions=NO_PINGS)
+        except discord.Forbidden as exc:
+            raise self._refused(sent.channel, exc) from None
+        except discord.HTTPException as exc:
+            raise DeliveryError(f"Discord refused the edit: {exc.status} {exc.text}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DeliveryError(f"cannot reach Discord: {exc}") from None
+
+    async def typing(self, to: ChannelRef) -> None:
+        """Show "is typing" in the channel for the next ~10 seconds."""
+        try:
+            await self._target(to).typing()
+        except discord.Forbidden as exc:
+            raise self._refused(to, exc) from None
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            raise DeliveryError(f"typing indicator failed: {exc}") from None
+
+    def _refused(self, to: ChannelRef, exc: discord.Forbidden) -> DeliveryError:
+        # Logged once per channel: a channel without permission would otherwise log on
+        # every message anyone posts there.
+        if to.key not in self._forbidden:
+            self._forbidden.add(to.key)
+            log.warning(
+                "Discord forbids the bot to post in channel %s (%s); give its role the "
+                "'Send Messages' (and 'Send Messages in Threads') permission there",
+                to.thread_id or to.chat_id,
+                exc.text or "Missing Permissions",
+            )
+        return DeliveryError(f"no permission to post in {to.key}", permanent=True)
+
+
+def _report_failure(future: asyncio.Future[None]) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        log.error("handling a Discord message failed", exc_info=exc)

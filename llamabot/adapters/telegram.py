@@ -1,0 +1,601 @@
+"""Telegram through python-telegram-bot, on llamabot's own event loop.
+
+Updates arrive by long polling (PTB's ``Updater``) or by webhook (a small aiohttp server
+feeding PTB's update queue); one PTB handler turns each text message into an ``Inbound``.
+Replies leave as Telegram HTML converted from the model's Markdown, falling back to plain
+text when Telegram refuses the entities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import logging
+import os
+import re
+import warnings
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from telegram import BotCommand, Message, MessageEntity, ReplyParameters, Update
+from telegram import User as TelegramUser
+from telegram.constants import ChatAction, ChatType, ParseMode
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    ContextTypes,
+    ExtBot,
+    MessageHandler,
+    filters,
+)
+
+from llamabot.adapters.base import BotHandle, DeliveryError, PlatformLimits
+from llamabot.adapters.telegram_html import markdown_to_html, visible_text
+from llamabot.config import TelegramSection
+from llamabot.errors import StartupError
+from llamabot.events import Author, ChannelRef, Inbound, SentMessage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+AnyApplication = Application[ExtBot[None], Any, Any, Any, Any, Any]
+
+PLATFORM = "telegram"
+MAX_CHARS = 4096
+TYPING_INTERVAL_S = 4.0  # Telegram shows "typing…" for about 5 s per sendChatAction
+POLL_TIMEOUT_S = 10
+UPDATE_TYPES = ["message"]
+NETWORK_RETRIES = 3
+NETWORK_BACKOFF_S = 0.5
+RATE_LIMIT_WAITS = 5
+REMEMBERED_MESSAGES = 4096
+SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
+COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@([A-Za-z0-9_]+))?(?=\s|$)")
+# Loggers that may print the token: httpx logs each URL (the token is in its path) and
+# PTB's Bot logs its base URLs at DEBUG. A filter acts only on its own logger, so each.
+TOKEN_LOGGERS = ("httpx", "telegram.Bot", "telegram.ext.ExtBot")
+REFUSAL = (
+    "Sorry, this bot only talks with people its admin has allowed. If you know the admin, "
+    "ask them to add your Telegram user id {user_id} to the allowed users."
+)
+
+
+@dataclass(slots=True)
+class _Shown:
+    """What one of the bot's messages shows now, as last sent (stripped, like Telegram)."""
+
+    body: str
+    parse_mode: str | None
+    plain_only: bool = False
+
+
+class _RedactToken(logging.Filter):
+    """Replaces the bot token in log records with ``<token>``."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self._token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self._token in message:
+            record.msg = message.replace(self._token, "<token>")
+            record.args = None
+        return True
+
+
+class TelegramAdapter:
+    """The Telegram platform: private chats, groups and forum topics.
+
+    ``token`` defaults to the environment variable named by ``section.token_env``; in
+    webhook mode the secret token comes from ``section.secret_token_env``.
+    """
+
+    platform = PLATFORM
+
+    def __init__(self, section: TelegramSection, *, token: str | None = None) -> None:
+        self._section = section
+        self._token = token if token is not None else os.environ.get(section.token_env, "")
+        if not self._token:
+            raise StartupError(
+                f"Telegram is enabled but the environment variable {section.token_env} is not "
+                "set; set it to the bot token @BotFather gave you (never put it in bot.toml)"
+            )
+        self._secret = ""
+        if section.mode == "webhook":
+            self._secret = _webhook_secret(section)
+        self.limits = PlatformLimits(
+            max_chars=MAX_CHARS,
+            edit_interval_s=section.edit_interval,
+            supports_edit=True,
+            typing_interval_s=TYPING_INTERVAL_S,
+        )
+        self._allowed = {entry.strip().lstrip("@").lower() for entry in section.allowed_users}
+        self._app: AnyApplication | None = None
+        self._handle: BotHandle | None = None
+        self._bot_id = 0
+        self._username = ""
+        self._webhook_runner: web.AppRunner | None = None
+        self._redaction = _RedactToken(self._token)
+        self._refused: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._shown: OrderedDict[tuple[str, str], _Shown] = OrderedDict()
+
+    @property
+    def username(self) -> str:
+        """The bot's @username (without the @), known once started."""
+        return self._username
+
+    # -- lifespan --------------------------------------------------------------------
+
+    async def start(self, bot: BotHandle) -> None:
+        """Connect, publish the command menu, and start receiving updates."""
+        if self._app is not None:
+            raise RuntimeError("the Telegram adapter is already running")
+        self._handle = bot
+        for name in TOKEN_LOGGERS:
+            logging.getLogger(name).addFilter(self._redaction)
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        section = self._section
+        builder = (
+            ApplicationBuilder()
+            .token(self._token)
+            .base_url(section.base_url)
+            .base_file_url(_file_url(section.base_url))
+            .job_queue(None)  # llamabot has its own scheduler
+        )
+        if section.mode == "webhook":
+            builder = builder.updater(None)
+        app = builder.build()
+        app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT, self._on_message))
+        self._app = app
+        try:
+            await app.initialize()
+        except InvalidToken:
+            raise StartupError(
+                f"Telegram rejected the bot token in {section.token_env}; copy it again from "
+                "@BotFather"
+            ) from None
+        except TelegramError as exc:
+            raise StartupError(
+                f"cannot reach the Telegram Bot API at {section.base_url} ({exc}); check the "
+                "network or [telegram] base_url"
+            ) from None
+        self._bot_id = app.bot.id
+        self._username = app.bot.username or ""
+        await self._publish_commands(app)
+        await app.start()
+        if section.mode == "webhook":
+            await self._start_webhook(app)
+        else:
+            assert app.updater is not None
+            await app.updater.start_polling(
+                timeout=timedelta(seconds=POLL_TIMEOUT_S),
+                allowed_updates=UPDATE_TYPES,
+                bootstrap_retries=NETWORK_RETRIES,
+                error_callback=self._on_poll_error,
+            )
+        log.info("Telegram: @%s is %s", self._username, _mode_text(section))
+
+    async def stop(self) -> None:
+        """Stop receiving, then close PTB, in the reverse order of ``start``."""
+        app, self._app = self._app, None
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            try:
+                await task
+            except BaseException:  # a cancelled refusal needs no report
+                log.debug("a Telegram background task ended during stop", exc_info=True)
+        if self._webhook_runner is not None:
+            runner, self._webhook_runner = self._webhook_runner, None
+            await runner.cleanup()
+        if app is not None:
+            if app.updater is not None and app.updater.running:
+                await app.updater.stop()
+            if app.running:
+                await app.stop()
+            await app.shutdown()
+        for name in TOKEN_LOGGERS:
+            logging.getLogger(name).removeFilter(self._redaction)
+
+    async def _publish_commands(self, app: AnyApplication) -> None:
+        assert self._handle is not None
+        commands: list[BotCommand] = []
+        for spec in self._handle.command_specs():
+            name = spec.name.lower()
+            if not COMMAND_NAME.fullmatch(name):
+                log.info(
+                    "not listing /%s in the Telegram menu: Telegram allows only a-z, 0-9 and _",
+                    spec.name,
+                )
+                continue
+            description = (spec.description or spec.usage or name).strip()[:256]
+            commands.append(BotCommand(name, description))
+        if len(commands) > 100:
+            log.info("Telegram lists at most 100 commands; %d are left out", len(commands) - 100)
+            commands = commands[:100]
+        try:
+            await self._call(
+                "setMyCommands", "the command menu", lambda: app.bot.set_my_commands(commands)
+            )
+        except (DeliveryError, BadRequest) as exc:
+            log.warning("could not publish the command menu to Telegram: %s", exc)
+
+    async def _start_webhook(self, app: AnyApplication) -> None:
+        section = self._section
+        path = urlsplit(section.webhook_url).path or "/"
+        server = web.Application()
+        server.router.add_post(path, self._on_webhook)
+        # No access log: admins often put a secret in the webhook path.
+        runner = web.AppRunner(server, access_log=None)
+        await runner.setup()
+        self._webhook_runner = runner
+        try:
+            await web.TCPSite(runner, section.listen, section.port).start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for Telegram webhooks on {section.listen}:{section.port} "
+                f"({exc.strerror}); choose another [telegram] port or stop what uses it"
+            ) from None
+
+        async def register() -> bool:
+            return await app.bot.set_webhook(
+                url=section.webhook_url, secret_token=self._secret, allowed_updates=UPDATE_TYPES
+            )
+
+        try:
+            await self._call("setWebhook", "the webhook", register)
+        except (DeliveryError, BadRequest) as exc:
+            raise StartupError(
+                f"Telegram refused the webhook {section.webhook_url} ({exc}); check "
+                "[telegram] webhook_url"
+            ) from None
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def _on_webhook(self, request: web.Request) -> web.Response:
+        app = self._app
+        if app is None:
+            return web.Response(status=503)
+        offered = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(offered.encode(), self._secret.encode()):
+            log.warning("rejected a Telegram webhook request with a wrong secret token")
+            return web.Response(status=403)
+        try:
+            data = await request.json()
+            update = Update.de_json(data, app.bot)
+        except (ValueError, TypeError, KeyError):
+            log.warning("rejected a Telegram webhook request that is not an update")
+            return web.Response(status=400)
+        await app.update_queue.put(update)
+        return web.Response(status=200)
+
+    def _on_poll_error(self, exc: TelegramError) -> None:
+        if isinstance(exc, Conflict):
+            log.warning(
+                "Telegram: another program is receiving this bot's updates (%s); only one may",
+                exc,
+            )
+        else:
+            log.warning("Telegram polling failed (%s); retrying with back-off", exc)
+
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        if message is None or self._handle is None:
+            return
+        try:
+            inbound = self.normalize(message)
+            if inbound is None:
+                return
+            if inbound.channel.is_private and not self._may_talk(message.from_user):
+                self._refuse(inbound)
+                return
+            self._handle.submit(inbound, self)
+        except Exception:
+            log.exception("could not take a Telegram message in chat %s", message.chat_id)
+
+    def normalize(self, message: Message) -> Inbound | None:
+        """Turn a Telegram message into an ``Inbound``; ``None`` when it is not for the bot."""
+        sender = message.from_user
+        text = message.text
+        if sender is None or sender.is_bot or sender.id == self._bot_id or text is None:
+            return None
+        chat = message.chat
+        private = chat.type == ChatType.PRIVATE
+        thread = (
+            str(message.message_thread_id)
+            if message.is_topic_message and message.message_thread_id is not None
+            else None
+        )
+        channel = ChannelRef(
+            platform=PLATFORM, chat_id=str(chat.id), thread_id=thread, is_private=private
+        )
+        addressed = self._replies_to_bot(message)
+        command = COMMAND.match(text)
+        if command is not None:
+            target = command.group(2)
+            if target is not None:
+                if target.lower() != self._username.lower():
+                    return None  # a command for another bot in the group
+                addressed = True
+                text = f"/{command.group(1)}{text[command.end() :]}"
+        else:
+            text, mentioned = self._strip_mentions(message, text)
+            addressed = addressed or mentioned
+        return Inbound(
+            channel=channel,
+            author=Author(id=str(sender.id), name=sender.full_name, is_bot=sender.is_bot),
+            text=text,
+            message_id=str(message.message_id),
+            addressed=addressed,
+        )
+
+    def _replies_to_bot(self, message: Message) -> bool:
+        replied = message.reply_to_message
+        if replied is None or replied.from_user is None:
+            return False
+        # In forum topics every message "replies" to the topic's creation message.
+        if replied.forum_topic_created is not None:
+            return False
+        return replied.from_user.id == self._bot_id
+
+    def _strip_mentions(self, message: Message, text: str) -> tuple[str, bool]:
+        spans: list[tuple[int, int]] = []
+        mine = f"@{self._username}".lower()
+        for entity in message.entities:
+            if entity.type == MessageEntity.MENTION:
+                if message.parse_entity(entity).lower() != mine:
+                    continue
+            elif entity.type == MessageEntity.TEXT_MENTION:
+                if entity.user is None or entity.user.id != self._bot_id:
+                    continue
+            else:
+                continue
+            spans.append((entity.offset, entity.offset + entity.length))
+        if not spans:
+            return text, False
+        encoded = text.encode("utf-16-le")
+        for start, end in sorted(spans, reverse=True):
+            before = encoded[: start * 2].decode("utf-16-le").rstrip(" ")
+            after = encoded[end * 2 :].decode("utf-16-le").lstrip(" ")
+            if not before.strip():
+                after = after.lstrip(",:;").lstrip()  # "@bot, hello" -> "hello"
+            joined = f"{before} {after}" if before and after else before + after
+            encoded = joined.encode("utf-16-le")
+        return encoded.decode("utf-16-le").strip(), True
+
+    def _may_talk(self, user: TelegramUser | None) -> bool:
+        if not self._allowed:
+            return True
+        if user is None:
+            return False
+        if str(user.id) in self._allowed:
+            return True
+        return user.username is not None and user.username.lower() in self._allowed
+
+    def _refuse(self, inbound: Inbound) -> None:
+        if inbound.author.id in self._refused:
+            return
+        self._refused.add(inbound.author.id)
+        log.info("Telegram: user %s is not in allowed_users; refused once", inbound.author.id)
+        task = asyncio.create_task(self._send_refusal(inbound))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_refusal(self, inbound: Inbound) -> None:
+        try:
+            await self.send(
+                inbound.channel,
+                REFUSAL.format(user_id=inbound.author.id),
+                reply_to=inbound.message_id,
+            )
+        except DeliveryError as exc:
+            log.info("could not send the refusal to user %s: %s", inbound.author.id, exc)
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(self, to: ChannelRef, text: str, reply_to: str | None = None) -> SentMessage:
+        """Send a message (Markdown converted to HTML), replying to ``reply_to`` if given."""
+        app = self._running_app()
+        chat_id = int(to.chat_id)
+        thread_id = int(to.thread_id) if to.thread_id is not None else None
+        reply = (
+            ReplyParameters(message_id=int(reply_to), allow_sending_without_reply=True)
+            if reply_to is not None and reply_to.isdigit()
+            else None
+        )
+
+        async def send_as(body: str, parse_mode: str | None) -> Message:
+            return await app.bot.send_message(
+                chat_id=chat_id,
+                text=body,
+                parse_mode=parse_mode,
+                message_thread_id=thread_id,
+                reply_parameters=reply,
+            )
+
+        message, shown = await self._deliver("sendMessage", to, text, None, send_as)
+        assert message is not None  # only an edit can be skipped
+        sent = SentMessage(channel=to, message_id=str(message.message_id))
+        self._remember(sent, shown)
+        return sent
+
+    async def edit(self, sent: SentMessage, text: str) -> None:
+        """Make a sent message show ``text``; no request when it would not change."""
+        app = self._running_app()
+        key = (sent.channel.chat_id, sent.message_id)
+        previous = self._shown.get(key)
+        chat_id = int(sent.channel.chat_id)
+        message_id = int(sent.message_id)
+
+        async def edit_as(body: str, parse_mode: str | None) -> None:
+            try:
+                await app.bot.edit_message_text(
+                    text=body, chat_id=chat_id, message_id=message_id, parse_mode=parse_mode
+                )
+            except BadRequest as exc:
+                # Telegram compares what it shows, so this is the edit having arrived.
+                if "message is not modified" not in str(exc).lower():
+                    raise
+
+        _, shown = await self._deliver("editMessageText", sent.channel, text, previous, edit_as)
+        self._remember(sent, shown)
+
+    async def typing(self, to: ChannelRef) -> None:
+        """Show "typing…" in the chat (or topic) for a few seconds."""
+        app = self._running_app()
+        try:
+            await app.bot.send_chat_action(
+                chat_id=int(to.chat_id),
+                action=ChatAction.TYPING,
+                message_thread_id=int(to.thread_id) if to.thread_id is not None else None,
+            )
+        except TelegramError as exc:
+            raise DeliveryError(
+                f"typing indicator: {exc}", permanent=isinstance(exc, Forbidden)
+            ) from None
+
+    async def _deliver(
+        self,
+        method: str,
+        to: ChannelRef,
+        text: str,
+        previous: _Shown | None,
+        call: Callable[[str, str | None], Awaitable[T]],
+    ) -> tuple[T | None, _Shown]:
+        """Send or edit as HTML, or as plain text when Telegram refuses the HTML."""
+        plain_only = previous is not None and previous.plain_only
+        attempts: list[tuple[str, str | None]] = []
+        if not plain_only:
+            rendered = markdown_to_html(text)
+            if visible_text(rendered).strip():
+                attempts.append((rendered, ParseMode.HTML))
+        attempts.append((text, None))
+        fell_back = False
+        for body, parse_mode in attempts:
+            # Once Telegram refused a message's HTML, its later edits stay plain text.
+            shown = _Shown(body.strip(), parse_mode, plain_only=plain_only or fell_back)
+            if previous is not None and (previous.body, previous.parse_mode) == (
+                shown.body,
+                shown.parse_mode,
+            ):
+                return None, shown
+            try:
+                result = await self._call(method, to.key, functools.partial(call, body, parse_mode))
+            except BadRequest as exc:
+                if parse_mode is not None and "can't parse entities" in str(exc).lower():
+                    log.info(
+                        "Telegram refused the formatting in %s (%s); sending plain text",
+                        to.key,
+                        exc,
+                    )
+                    fell_back = True
+                    continue
+                raise DeliveryError(f"{method}: {exc}", permanent=True) from None
+            return result, shown
+        raise AssertionError("the plain-text attempt always returns or raises")
+
+    async def _call(self, method: str, where: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Run one Bot API call with Telegram's retry rules; ``BadRequest`` passes through."""
+        network_failures = 0
+        rate_limits = 0
+        while True:
+            try:
+                return await op()
+            except RetryAfter as exc:
+                rate_limits += 1
+                if rate_limits > RATE_LIMIT_WAITS:
+                    raise DeliveryError(f"{method}: still rate limited ({exc})") from None
+                delay = _retry_after_seconds(exc)
+                log.info("Telegram asked to wait %.1f s before %s in %s", delay, method, where)
+                await asyncio.sleep(delay)
+            except Forbidden as exc:
+                log.warning("Telegram refused %s in %s: %s", method, where, exc)
+                raise DeliveryError(f"{method}: {exc}", permanent=True) from None
+            except BadRequest:
+                raise
+            except NetworkError as exc:  # TimedOut is a NetworkError too
+                network_failures += 1
+                if network_failures > NETWORK_RETRIES:
+                    raise DeliveryError(f"{method}: {exc}") from None
+                delay = NETWORK_BACKOFF_S * 2 ** (network_failures - 1)
+                log.info(
+                    "Telegram %s failed in %s (%s); retrying in %.1f s", method, where, exc, delay
+                )
+                await asyncio.sleep(delay)
+            except TelegramError as exc:
+                raise DeliveryError(f"{method}: {exc}", permanent=True) from None
+
+    def _running_app(self) -> AnyApplication:
+        if self._app is None:
+            raise DeliveryError("the Telegram adapter is not running")
+        return self._app
+
+    def _remember(self, sent: SentMessage, shown: _Shown) -> None:
+        key = (sent.channel.chat_id, sent.message_id)
+        self._shown[key] = shown
+        self._shown.move_to_end(key)
+        while len(self._shown) > REMEMBERED_MESSAGES:
+            self._shown.popitem(last=False)
+
+
+def _retry_after_seconds(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():
+        # PTB warns that retry_after becomes a timedelta; accept both.
+        warnings.simplefilter("ignore")
+        value: int | float | timedelta = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _webhook_secret(section: TelegramSection) -> str:
+    if not section.webhook_url:
+        raise StartupError(
+            '[telegram] mode = "webhook" needs webhook_url: the public HTTPS URL Telegram '
+            "should post updates to"
+        )
+    secret = os.environ.get(section.secret_token_env, "")
+    if not secret:
+        raise StartupError(
+            f"Telegram webhook mode needs the environment variable {section.secret_token_env}: "
+            "a secret of 1-256 letters, digits, _ or -, which Telegram sends with every update"
+        )
+    if not SECRET_TOKEN.fullmatch(secret):
+        raise StartupError(
+            f"the secret in {section.secret_token_env} may only hold 1-256 letters, digits, _ or -"
+        )
+    return secret
+
+
+def _file_url(base_url: str) -> str:
+    """Files live at ``.../file/bot<token>`` next to ``.../bot<token>`` on any Bot API server."""
+    head, bot, tail = base_url.rpartition("/bot")
+    return f"{head}/file/bot{tail}" if bot else base_url
+
+
+def _mode_text(section: TelegramSection) -> str:
+    if section.mode == "webhook":
+        return f"receiving webhooks on {section.listen}:{section.port}"
+    return "polling for updates"

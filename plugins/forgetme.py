@@ -1,0 +1,15 @@
+"""/forgetme: delete everything the person said, in every conversation (privacy)."""
+
+from __future__ import annotations
+
+from llamabot import CommandContext, Plugin
+
+plugin = Plugin("forgetme", description="Deletes everything you said, everywhere.")
+
+
+@plugin.command("forgetme")
+async def forget_me(ctx: CommandContext) -> None:
+    """Delete everything you said to the bot, in every conversation."""
+    removed = await ctx.store.forget_author(ctx.author_id)
+    noun = "message" if removed == 1 else "messages"
+    await ctx.reply(f"Deleted {removed} {noun} of yours from every conversation.")

@@ -1,0 +1,19 @@
+"""/reset: forget this conversation's history, so the model starts fresh."""
+
+from __future__ import annotations
+
+from llamabot import CommandContext, Plugin
+
+plugin = Plugin("reset", description="Forgets this conversation's history.")
+
+
+@plugin.command("reset")
+async def reset(ctx: CommandContext) -> None:
+    """Forget this conversation's history; the model starts fresh."""
+    conversation = await ctx.store.conversation_id(ctx.inbound.channel)
+    removed = await ctx.store.clear(conversation)
+    if removed:
+        noun = "message" if removed == 1 else "messages"
+        await ctx.reply(f"Forgot {removed} {noun} of this conversation. The model starts fresh.")
+    else:
+        await ctx.reply("This conversation has no history; the model already starts fresh.")

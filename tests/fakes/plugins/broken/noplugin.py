@@ -1,0 +1,3 @@
+"""A module in a plugin folder that forgot to define `plugin`."""
+
+VALUE = 1
