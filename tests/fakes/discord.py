@@ -182,6 +182,8 @@ class FakeMessage:
     payload: Json
     versions: list[tuple[float, str]] = field(default_factory=list)
     deleted: bool = False
+    dispatched_at: float | None = None  # a person's message: when MESSAGE_CREATE went out
+    posted_at: float | None = None  # the bot's message: when its POST arrived
 
     @property
     def edits(self) -> int:
@@ -205,6 +207,9 @@ class _Failure:
     status: int
     retry_after: float
     is_global: bool
+
+
+_RECORD = web.RequestKey("record", RecordedRequest)
 
 
 class _Connection:
@@ -271,6 +276,7 @@ class FakeDiscord:
         self.guilds: dict[str, FakeGuild] = {}
         self.channels: dict[str, FakeChannel] = {}
         self.messages: dict[str, FakeMessage] = {}
+        self.replies_to: dict[str, FakeMessage] = {}  # message id -> the bot's reply to it
         self.requests: list[RecordedRequest] = []
         self.gateway_log: list[tuple[float, str, Json]] = []  # (time, "recv"/"send", frame)
         self.connections: list[str] = []  # path and query of every gateway connection
@@ -281,7 +287,6 @@ class FakeDiscord:
         self._edit_failures: list[_Failure] = []
         self._sessions: dict[str, _Session] = {}
         self._session: _Session | None = None
-        self._connection_tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -426,6 +431,7 @@ class FakeDiscord:
         event = message.payload
         if self._withholds_content(message, mentioned):
             event = {**event, "content": "", "embeds": [], "attachments": [], "components": []}
+        message.dispatched_at = time.monotonic()
         await self._dispatch("MESSAGE_CREATE", event)
         return message
 
@@ -475,7 +481,7 @@ class FakeDiscord:
         """Answer the next ``count`` message PATCHes with ``status``."""
         self._edit_failures += [_Failure(status, retry_after, is_global)] * count
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until ``predicate()`` holds; it is checked after every request and event."""
         try:
             async with asyncio.timeout(timeout):
@@ -531,9 +537,6 @@ class FakeDiscord:
         self.connections.append(request.path_qs)
         query = request.query
         connection = _Connection(ws, query.get("compress"))
-        task = asyncio.current_task()
-        if task is not None:
-            self._connection_tasks.add(task)
         try:
             if query.get("encoding", "json") != "json" or query.get("compress") not in (
                 None,
@@ -553,8 +556,6 @@ class FakeDiscord:
                 await self._on_frame(connection, frame)
                 await self._notify()
         finally:
-            if task is not None:
-                self._connection_tasks.discard(task)
             if connection.session is not None and connection.session.connection is connection:
                 connection.session.connection = None
             await self._notify()
@@ -746,7 +747,7 @@ class FakeDiscord:
             dict(request.headers),
         )
         self.requests.append(record)
-        request["record"] = record
+        request[_RECORD] = record
         if request.headers.get("Authorization") != f"Bot {self.token}":
             response: web.StreamResponse = _json({"message": "401: Unauthorized", "code": 0}, 401)
         else:
@@ -830,12 +831,14 @@ class FakeDiscord:
                     )
                 referenced = None  # Discord posts it as a plain message
         message = self._new_message(channel, self.bot_user, content, referenced, channel.guild_id)
-        message.payload["allowed_mentions"] = body.get("allowed_mentions")
+        message.posted_at = request[_RECORD].at
+        if referenced is not None:
+            self.replies_to.setdefault(referenced.id, message)
         await self._dispatch("MESSAGE_CREATE", message.payload)
         return _json(message.payload)
 
     async def _patch_message(self, request: web.Request) -> web.StreamResponse:
-        channel, error = self._channel_or_error(request.match_info["channel_id"])
+        _, error = self._channel_or_error(request.match_info["channel_id"])
         if error is not None:
             return error
         message = self.messages.get(request.match_info["message_id"])
@@ -891,7 +894,7 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _body(request: web.Request) -> Json:
-    recorded: RecordedRequest = request["record"]
+    recorded = request[_RECORD]
     return recorded.json if isinstance(recorded.json, dict) else {}
 
 
