@@ -16,6 +16,7 @@ import yarl
 
 from llamabot.adapters.base import BotHandle, DeliveryError, PlatformLimits
 from llamabot.config import DiscordSection
+from llamabot.errors import StartupError
 from llamabot.events import Author, ChannelRef, Inbound, SentMessage
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ _UNKNOWN_MESSAGE = 10008
 _INVALID_FORM_BODY = 50035
 
 
-class DiscordStartError(RuntimeError):
+class DiscordStartError(StartupError, RuntimeError):
     """The Discord adapter cannot start; the message says what the admin should do."""
 
 
