@@ -151,6 +151,7 @@ class Bot:
         self._stack.push_async_callback(engine.dispose)
         await upgrade(engine)
         self._store = HistoryStore(engine)
+        self._stack.push_async_callback(self._store.aclose)
 
         if self._model is None:
             from llamabot.llm.select import select_model

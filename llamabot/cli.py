@@ -134,7 +134,11 @@ async def _prune(engine: AsyncEngine, older_than: str | None) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     await upgrade(engine)
-    removed = await prune_older_than(HistoryStore(engine), age)
+    store = HistoryStore(engine)
+    try:
+        removed = await prune_older_than(store, age)
+    finally:
+        await store.aclose()
     print(f"deleted {removed} message(s) older than {older_than}")
     return 0
 

@@ -55,7 +55,8 @@ class Conversation:
         channel = inbound.channel
         speaker = None if channel.is_private else inbound.author.name
         conversation_id = await self._store.conversation_id(channel)
-        await self._store.append(
+        budget = await self._token_budget(resolved, config)
+        turns = await self._store.append_and_window(
             conversation_id,
             NewMessage(
                 role="user",
@@ -66,9 +67,9 @@ class Conversation:
                 persona=resolved.name,
                 platform_message_id=inbound.message_id,
             ),
+            config.history.max_messages,
+            budget,
         )
-        budget = await self._token_budget(resolved, config)
-        turns = await self._store.window(conversation_id, config.history.max_messages, budget)
         messages = [ChatMessage("system", persona.prompt), *self._as_messages(turns, channel)]
 
         reply = ReplyStream(adapter, channel, inbound.message_id)

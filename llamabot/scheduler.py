@@ -35,13 +35,12 @@ from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseSchedu
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 
 from llamabot.errors import StartupError
 from llamabot.plugin_host import PluginHost
 from llamabot.plugins import Job, JobContext
-from llamabot.storage.engine import BUSY_TIMEOUT_MS
+from llamabot.storage.engine import create_sync_engine, is_in_memory, sync_url
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +64,6 @@ async def run_task(scheduler_key: str, task: str, data: dict[str, Any]) -> None:
         log.warning("scheduled %s found no running bot for its database; skipped", task)
         return
     await scheduler.run(task, data)
-
-
-def sync_url(url: str) -> str:
-    """The same database through its synchronous driver (``sqlite+aiosqlite`` -> ``sqlite``)."""
-    parsed = make_url(url)
-    return parsed.set(drivername=parsed.get_backend_name()).render_as_string(hide_password=False)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    cursor.close()
 
 
 @dataclass(frozen=True)
@@ -119,10 +105,10 @@ class Scheduler:
                 f"[bot] timezone {timezone!r} is not a known time zone; use an IANA name "
                 "such as 'Europe/Berlin', or 'UTC'"
             ) from None
-        self._url = sync_url(url)
+        self._url = sync_url(url).render_as_string(hide_password=False)
         # The key is stored with every job; a hash keeps a database password out of it.
         self.key = hashlib.sha256(self._url.encode()).hexdigest()[:16]
-        if make_url(self._url).database in (None, "", ":memory:"):
+        if is_in_memory(self._url):
             self.key = secrets.token_hex(8)  # each in-memory database is a database of its own
         self._context = context
         self._grace_s = grace_s
@@ -153,9 +139,7 @@ class Scheduler:
                 "another bot in this process already runs on this database; "
                 "give each bot its own [storage] url"
             )
-        self._engine = engine = create_engine(self._url)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
+        self._engine = engine = create_sync_engine(self._url)
         self._aps = _LoopScheduler(
             self._io,
             self._executor,

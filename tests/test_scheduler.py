@@ -20,7 +20,8 @@ from llamabot.config import Config
 from llamabot.errors import StartupError
 from llamabot.plugin_host import PluginHost
 from llamabot.plugins import JobContext, Plugin
-from llamabot.scheduler import Scheduler, sync_url
+from llamabot.scheduler import Scheduler
+from llamabot.storage.engine import sync_url
 from tests.conftest import MakeConfig
 from tests.fakes.chat import RecordingAdapter
 from tests.fakes.model import ScriptedModel
@@ -107,8 +108,11 @@ def scheduler_of(bot: Bot) -> Scheduler:
 
 
 def test_the_job_store_uses_the_synchronous_driver_of_the_same_database() -> None:
-    assert sync_url("sqlite+aiosqlite:////srv/bot/bot.db") == "sqlite:////srv/bot/bot.db"
-    assert sync_url("postgresql+asyncpg://u:p@db/bot") == "postgresql://u:p@db/bot"
+    def text(url: str) -> str:
+        return sync_url(url).render_as_string(hide_password=False)
+
+    assert text("sqlite+aiosqlite:////srv/bot/bot.db") == "sqlite:////srv/bot/bot.db"
+    assert text("postgresql+asyncpg://u:p@db/bot") == "postgresql://u:p@db/bot"
 
 
 async def test_a_task_runs_with_its_plain_data(make_config: MakeConfig) -> None:

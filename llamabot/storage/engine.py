@@ -10,7 +10,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
+from sqlalchemy import URL, Connection, Engine, event, make_url
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,26 @@ def create_engine(url: str) -> AsyncEngine:
     engine = create_async_engine(url)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def sync_url(url: str | URL) -> URL:
+    """The same database through its synchronous driver (``sqlite+aiosqlite`` -> ``sqlite``)."""
+    parsed = make_url(url)
+    return parsed.set(drivername=parsed.get_backend_name())
+
+
+def is_in_memory(url: str | URL) -> bool:
+    """Whether ``url`` names an in-memory SQLite database (one per connection)."""
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+def create_sync_engine(url: str | URL) -> Engine:
+    """A synchronous engine on the same database, with the same SQLite settings."""
+    engine = sa_create_engine(sync_url(url))
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from sqlalchemy import ColumnElement, Connection, delete, func, insert, select
+from sqlalchemy import ColumnElement, Connection, Row, bindparam, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from llamabot.events import ChannelRef
+from llamabot.storage.engine import is_in_memory
 from llamabot.storage.models import Conversation, Message
+from llamabot.storage.serial import SerialConnection
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +69,79 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+# Built once: statement construction is a large part of the per-message cost.
+_INSERT_MESSAGE = insert(Message)
+_WINDOW = (
+    select(Message.role, Message.content, Message.author_name, Message.tokens)
+    .where(Message.conversation_id == bindparam("cid"), Message.status == "ok")
+    .order_by(Message.id.desc())
+    .limit(bindparam("n"))
+)
+
+
+def _insert(conn: Connection, conversation_id: int, message: NewMessage) -> int:
+    result = conn.execute(
+        _INSERT_MESSAGE,
+        {
+            "conversation_id": conversation_id,
+            "role": message.role,
+            "author_id": message.author_id,
+            "author_name": message.author_name,
+            "content": message.content,
+            "persona": message.persona,
+            "model": message.model,
+            "tokens": message.tokens,
+            "status": message.status,
+            "platform_message_id": message.platform_message_id,
+            "reply_ms": message.reply_ms,
+            "created_at": _now(),
+        },
+    )
+    key = result.inserted_primary_key
+    return int(key[0]) if key else 0
+
+
+def _read_window(conn: Connection, conversation_id: int, count: int, tokens: int) -> list[Turn]:
+    rows = conn.execute(_WINDOW, {"cid": conversation_id, "n": count}).all()
+    return _fit(rows, tokens)
+
+
+def _fit(rows: Sequence[Row[str, str, str | None, int]], max_tokens: int) -> list[Turn]:
+    """The newest rows (given newest first) within ``max_tokens``, oldest first."""
+    turns: list[Turn] = []
+    used = 0
+    for role, content, author_name, tokens in rows:
+        if turns and used + tokens > max_tokens:
+            break
+        used += tokens
+        turns.append(Turn(role, content, author_name, tokens))
+    turns.reverse()
+    return turns
+
+
 class HistoryStore:
-    """Reads and writes conversation history. Every write is one transaction."""
+    """Reads and writes conversation history. Every write is one transaction.
+
+    The per-message work (store a turn, read the window) runs on a
+    :class:`SerialConnection`, one thread hop a unit; the rest uses the async engine.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._ids: dict[str, int] = {}
+        # Another connection to an in-memory database would see another database.
+        self._serial = None if is_in_memory(engine.url) else SerialConnection(engine.url)
+
+    async def aclose(self) -> None:
+        """Close the serial connection (the engine belongs to whoever created it)."""
+        if self._serial is not None:
+            await self._serial.aclose()
+
+    async def _unit(self, work: Callable[[Connection], T]) -> T:
+        if self._serial is not None:
+            return await self._serial.run(work)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(work)
 
     async def conversation_id(self, channel: ChannelRef) -> int:
         """The conversation row for a channel, created on first use."""
@@ -76,10 +149,11 @@ class HistoryStore:
         cached = self._ids.get(key)
         if cached is not None:
             return cached
-        async with self.engine.begin() as conn:
-            found = await conn.scalar(select(Conversation.id).where(Conversation.key == key))
+
+        def find_or_create(conn: Connection) -> int:
+            found = conn.scalar(select(Conversation.id).where(Conversation.key == key))
             if found is None:
-                result = await conn.execute(
+                result = conn.execute(
                     insert(Conversation).values(
                         key=key,
                         platform=channel.platform,
@@ -90,60 +164,42 @@ class HistoryStore:
                     )
                 )
                 found = result.inserted_primary_key[0] if result.inserted_primary_key else None
-        if found is None:
-            raise RuntimeError(f"could not create a conversation for {key}")
-        self._ids[key] = int(found)
-        return int(found)
+            if found is None:
+                raise RuntimeError(f"could not create a conversation for {key}")
+            return int(found)
+
+        self._ids[key] = await self._unit(find_or_create)
+        return self._ids[key]
 
     async def append(self, conversation_id: int, *messages: NewMessage) -> list[int]:
         """Store messages in one transaction; returns their ids in order."""
-        ids: list[int] = []
-        async with self.engine.begin() as conn:
-            for message in messages:
-                result = await conn.execute(
-                    insert(Message).values(
-                        conversation_id=conversation_id,
-                        role=message.role,
-                        author_id=message.author_id,
-                        author_name=message.author_name,
-                        content=message.content,
-                        persona=message.persona,
-                        model=message.model,
-                        tokens=message.tokens,
-                        status=message.status,
-                        platform_message_id=message.platform_message_id,
-                        reply_ms=message.reply_ms,
-                        created_at=_now(),
-                    )
-                )
-                key = result.inserted_primary_key
-                ids.append(int(key[0]) if key else 0)
-        return ids
+        return await self._unit(
+            lambda conn: [_insert(conn, conversation_id, message) for message in messages]
+        )
+
+    async def append_and_window(
+        self, conversation_id: int, message: NewMessage, max_messages: int, max_tokens: int
+    ) -> list[Turn]:
+        """Store a person's message and read the window that ends with it, in one go.
+
+        The newest turn is always included, even when it alone is over ``max_tokens``.
+        """
+
+        def work(conn: Connection) -> list[Turn]:
+            _insert(conn, conversation_id, message)
+            return _read_window(conn, conversation_id, max_messages, max_tokens)
+
+        return await self._unit(work)
 
     async def window(self, conversation_id: int, max_messages: int, max_tokens: int) -> list[Turn]:
         """The newest complete turns that fit both limits, oldest first.
 
-        The newest turn is always included, even when it alone is over ``max_tokens``.
         Reads at most ``max_messages`` rows through the (conversation_id, id) index, so
         the cost does not grow with the size of the history.
         """
-        query = (
-            select(Message.role, Message.content, Message.author_name, Message.tokens)
-            .where(Message.conversation_id == conversation_id, Message.status == "ok")
-            .order_by(Message.id.desc())
-            .limit(max_messages)
+        return await self._unit(
+            lambda conn: _read_window(conn, conversation_id, max_messages, max_tokens)
         )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        turns: list[Turn] = []
-        used = 0
-        for role, content, author_name, tokens in rows:
-            if turns and used + tokens > max_tokens:
-                break
-            used += tokens
-            turns.append(Turn(role, content, author_name, tokens))
-        turns.reverse()
-        return turns
 
     async def clear(self, conversation_id: int) -> int:
         """Delete every message of a conversation; returns how many."""
