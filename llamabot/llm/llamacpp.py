@@ -64,19 +64,6 @@ def model_file(section: EmbeddedSection, config_dir: Path | None = None) -> Path
     return bundled
 
 
-def thread_counts(threads: int) -> tuple[int, int]:
-    """Threads for generating and for reading the prompt.
-
-    ``0`` uses every core to read the prompt but leaves one free while generating:
-    llama.cpp's worker threads spin, and the bot's event loop (heartbeats, other chats)
-    needs a core to stay responsive. Generation is memory-bound, so little speed is lost.
-    """
-    if threads > 0:
-        return threads, threads
-    cores = os.cpu_count() or 1
-    return max(1, cores - 1), cores
-
-
 _DONE = object()
 
 
@@ -120,14 +107,15 @@ class EmbeddedModel:
         except ImportError:
             raise StartupError(f"llama-cpp-python is not installed; {INSTALL_HINT}") from None
 
-        generate_threads, batch_threads = thread_counts(section.threads)
+        # 0 means every core (llama-cpp-python's own default is half of them).
+        threads = section.threads or os.cpu_count() or 1
 
         def build() -> Any:
             return Llama(
                 model_path=str(path),
                 n_ctx=section.n_ctx,
-                n_threads=generate_threads,
-                n_threads_batch=batch_threads,
+                n_threads=threads,
+                n_threads_batch=threads,
                 verbose=False,
             )
 

@@ -1,0 +1,420 @@
+"""Embedded streaming through llamabot versus raw llama-cpp-python, in one run.
+
+Three ways to get the same answer from the same loaded model (the bundled SmolLM2, one
+``Llama`` instance shared by all three so weights, threads and memory are identical):
+
+- raw:   ``Llama.create_chat_completion(stream=True)`` iterated on the calling thread;
+- model: ``EmbeddedModel.stream_chat`` (worker thread -> asyncio queue -> async iterator);
+- bot:   ``Bot.submit`` through the router, history store and ReplyStream to the real
+         ConsoleAdapter writing into a timing sink: what a person at the terminal sees.
+
+Same prompt (system + one user message; each bot round uses a fresh conversation so its
+history adds nothing), temperature 0, fixed seed, same max_tokens. The KV cache is reset
+before every generation, so no variant gets another's prompt prefix for free. Rounds
+alternate and rotate their order, so a noisy neighbour hits every variant alike.
+
+    python bench/bench_embedded.py [--rounds 5] [--max-tokens 200]
+
+Prints one table and writes bench/bench_embedded.json. Not a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llamabot.adapters.console import ConsoleAdapter
+from llamabot.app import Bot
+from llamabot.config import EmbeddedSection, parse_config
+from llamabot.events import Author, ChannelRef, Inbound
+from llamabot.llm import ChatMessage, GenerationOptions
+from llamabot.llm.llamacpp import EmbeddedModel, bundled_model_path
+from llamabot.plugin_host import PluginHost
+
+HERE = Path(__file__).resolve().parent
+SYSTEM = "You are a helpful assistant."
+PROMPT = "Write a long story about a llama who learns to write Python programs."
+SEED = 42
+FIRST_TOKEN_MAX = 4  # tokens a first-token round generates
+N_CTX = 4096
+
+TOML = """
+[bot]
+name = "Bench"
+[llm]
+backend = "embedded"
+max_concurrency = 1
+[storage]
+url = "sqlite+aiosqlite:///{db}"
+[personas.assistant]
+prompt = "{system}"
+temperature = 0.0
+seed = {seed}
+num_predict = {max_tokens}
+[[bindings]]
+platform = "console"
+channel = "*"
+persona = "assistant"
+"""
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+@dataclass
+class Run:
+    """One generation: when it started, when the first and last token showed."""
+
+    variant: str
+    first_s: float  # start -> first text
+    total_s: float  # start -> last text
+    tokens: int
+    text: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        """End to end: tokens over start -> last text (includes the first-token wait)."""
+        return self.tokens / self.total_s
+
+    @property
+    def decode_per_s(self) -> float:
+        """Generation rate after the first token."""
+        return (self.tokens - 1) / (self.total_s - self.first_s)
+
+
+class TimingSink(io.TextIOBase):
+    """The console adapter's stdout: keeps what was written and when."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.first: float | None = None
+        self.last: float = 0.0
+
+    def write(self, text: str) -> int:
+        now = time.perf_counter()
+        if text:
+            if self.first is None:
+                self.first = now
+            self.last = now
+            self.parts.append(text)
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
+
+    def reset(self) -> None:
+        self.parts.clear()
+        self.first = None
+        self.last = 0.0
+
+
+def raw_run(llama: Any, max_tokens: int) -> Run:
+    """llama-cpp-python on its own, exactly as its README streams a chat."""
+    llama.reset()
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
+    started = time.perf_counter()
+    first: float | None = None
+    last = started
+    pieces: list[str] = []
+    for chunk in llama.create_chat_completion(
+        messages=messages, stream=True, max_tokens=max_tokens, temperature=0.0, seed=SEED
+    ):
+        text = chunk["choices"][0]["delta"].get("content")
+        if text:
+            last = time.perf_counter()
+            if first is None:
+                first = last
+            pieces.append(text)
+    assert first is not None, "the model produced no text"
+    return Run("raw", first - started, last - started, len(pieces), "".join(pieces))
+
+
+async def model_run(llama: Any, model: EmbeddedModel, max_tokens: int) -> Run:
+    """EmbeddedModel.stream_chat consumed on the event loop."""
+    llama.reset()
+    messages = [ChatMessage("system", SYSTEM), ChatMessage("user", PROMPT)]
+    options = GenerationOptions(temperature=0.0, seed=SEED, num_predict=max_tokens)
+    started = time.perf_counter()
+    first: float | None = None
+    last = started
+    pieces: list[str] = []
+    async for delta in model.stream_chat("embedded", messages, options):
+        last = time.perf_counter()
+        if first is None:
+            first = last
+        pieces.append(delta)
+    assert first is not None, "the model produced no text"
+    return Run("model", first - started, last - started, len(pieces), "".join(pieces))
+
+
+async def bot_run(
+    llama: Any, bot: Bot, console: ConsoleAdapter, sink: TimingSink, tag: str, tokens: int
+) -> Run:
+    """One message through the whole bot into the console adapter, in a fresh conversation."""
+    llama.reset()
+    sink.reset()
+    inbound = Inbound(
+        channel=ChannelRef(platform="console", chat_id=f"round-{tag}", is_private=True),
+        author=Author(id="bench", name="bench"),
+        text=PROMPT,
+    )
+    started = time.perf_counter()
+    await bot.submit(inbound, console)
+    assert sink.first is not None, "the bot showed no text"
+    # The bot streams the same greedy tokens; their count is taken from the raw run.
+    return Run("bot", sink.first - started, sink.last - started, tokens, "".join(sink.parts))
+
+
+def median_of(runs: list[Run], attribute: str) -> float:
+    return statistics.median(float(getattr(run, attribute)) for run in runs)
+
+
+async def alternate(
+    llama: Any,
+    model: EmbeddedModel,
+    bot: Bot,
+    console: ConsoleAdapter,
+    sink: TimingSink,
+    rounds: int,
+    max_tokens: int,
+    tag: str,
+) -> dict[str, list[Run]]:
+    """``rounds`` rounds of raw, model and bot, the order rotating from round to round."""
+    runs: dict[str, list[Run]] = {"raw": [], "model": [], "bot": []}
+    reference = raw_run(llama, max_tokens)  # warm-up for every variant, not counted
+    await model_run(llama, model, max_tokens)
+    await bot_run(llama, bot, console, sink, f"{tag}-warm", reference.tokens)
+    for round_no in range(rounds):
+        order = ["raw", "model", "bot"]
+        order = order[round_no % 3 :] + order[: round_no % 3]
+        for variant in order:
+            if variant == "raw":
+                run = reference = raw_run(llama, max_tokens)
+            elif variant == "model":
+                run = await model_run(llama, model, max_tokens)
+            else:
+                run = await bot_run(
+                    llama, bot, console, sink, f"{tag}-{round_no}", reference.tokens
+                )
+            runs[variant].append(run)
+    return runs
+
+
+def summarise(runs: dict[str, list[Run]]) -> dict[str, Any]:
+    """Medians per variant; ratios and first-token differences against raw."""
+    summary: dict[str, Any] = {}
+    for variant, items in runs.items():
+        summary[variant] = {
+            "first_token_ms": median_of(items, "first_s") * 1000,
+            "first_token_min_ms": min(run.first_s for run in items) * 1000,
+            "tokens_per_s": median_of(items, "tokens_per_s"),
+            "decode_tokens_per_s": median_of(items, "decode_per_s"),
+            "tokens": items[0].tokens,
+            "runs": [
+                {k: v for k, v in asdict(run).items() if k != "text"}
+                | {"tokens_per_s": run.tokens_per_s, "decode_tokens_per_s": run.decode_per_s}
+                for run in items
+            ],
+        }
+    raw = summary["raw"]
+    for variant in ("model", "bot"):
+        mine = summary[variant]
+        pairs = list(zip(runs[variant], runs["raw"], strict=True))
+        mine["ratio_tokens_per_s"] = mine["tokens_per_s"] / raw["tokens_per_s"]
+        mine["ratio_decode"] = mine["decode_tokens_per_s"] / raw["decode_tokens_per_s"]
+        mine["first_token_delta_ms"] = mine["first_token_ms"] - raw["first_token_ms"]
+        # Paired: each run against the raw run of the same round (same moment's noise).
+        mine["paired_first_token_delta_ms"] = statistics.median(
+            (m.first_s - r.first_s) * 1000 for m, r in pairs
+        )
+        mine["paired_ratio_tokens_per_s"] = statistics.median(
+            m.tokens_per_s / r.tokens_per_s for m, r in pairs
+        )
+    return summary
+
+
+async def measure(
+    rounds: int, max_tokens: int, first_rounds: int, threads: int | None
+) -> dict[str, Any]:
+    path = bundled_model_path()
+    if path is None:
+        raise SystemExit("the bundled model is missing: pip install 'llamabot[embedded]'")
+    from llama_cpp import Llama
+
+    section = EmbeddedSection(n_ctx=N_CTX, threads=threads or 0)
+    started = time.perf_counter()
+    # Built as EmbeddedModel.load builds it (threads = 0 -> llama.cpp's own default).
+    llama = await asyncio.to_thread(
+        lambda: Llama(
+            model_path=str(path),
+            n_ctx=section.n_ctx,
+            n_threads=section.threads or None,
+            verbose=False,
+        )
+    )
+    load_s = time.perf_counter() - started
+    model = EmbeddedModel([llama], path, section, first_token_timeout=120.0, idle_timeout=60.0)
+    with tempfile.TemporaryDirectory(prefix="llamabot-bench-") as folder:
+
+        def config_for(tokens: int) -> Any:
+            toml = TOML.format(
+                db=Path(folder) / "bench.db", system=SYSTEM, seed=SEED, max_tokens=tokens
+            )
+            return parse_config(toml, Path(folder) / "bot.toml")
+
+        sink = TimingSink()
+        console = ConsoleAdapter("bench", stdin=io.StringIO(""), stdout=sink)  # type: ignore[arg-type]
+        # The bot must not close the shared model: it is closed once, after all rounds.
+        bot = Bot(
+            config_for(max_tokens), model=_Unclosed(model), adapters=[console], plugins=PluginHost()
+        )
+        async with bot:
+            long = await alternate(llama, model, bot, console, sink, rounds, max_tokens, "long")
+            # First-token latency is noisy (prompt evaluation competes for both cores), so
+            # it gets its own many short rounds.
+            bot.apply_config(config_for(FIRST_TOKEN_MAX))
+            short = await alternate(
+                llama, model, bot, console, sink, first_rounds, FIRST_TOKEN_MAX, "short"
+            )
+    await model.aclose()
+
+    texts = {run.text for variant in long.values() for run in variant}
+    first = summarise(short)
+    return {
+        "model_file": path.name,
+        "n_threads": llama.n_threads,
+        "n_threads_batch": llama.n_threads_batch,
+        "threads_setting": section.threads,
+        "n_ctx": N_CTX,
+        "max_tokens": max_tokens,
+        "rounds": rounds,
+        "first_token_rounds": first_rounds,
+        "first_token_max_tokens": FIRST_TOKEN_MAX,
+        "load_s": load_s,
+        "same_text_everywhere": len(texts) == 1,
+        "variants": summarise(long),
+        "first_token": {
+            variant: {
+                k: v
+                for k, v in values.items()
+                if k.startswith(("first_token", "paired_first_token", "runs"))
+            }
+            for variant, values in first.items()
+        },
+    }
+
+
+class _Unclosed:
+    """The shared EmbeddedModel, minus ``aclose`` (the bench closes it itself)."""
+
+    def __init__(self, model: EmbeddedModel) -> None:
+        self._model = model
+        self.name = model.name
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    async def aclose(self) -> None:
+        return None
+
+
+LABELS = {
+    "raw": "raw create_chat_completion",
+    "model": "EmbeddedModel.stream_chat",
+    "bot": "Bot -> ReplyStream -> console",
+}
+
+
+def print_table(r: dict[str, Any]) -> None:
+    m = r["machine"]
+    print(
+        f"embedded streaming, llamabot vs raw llama-cpp-python — {m['cores']} cores, "
+        f"Python {m['python']}, load avg {m['load_average_at_start'][0]:.2f}"
+    )
+    print(
+        f"{r['model_file']}, n_threads {r['n_threads']} (threads = {r['threads_setting']}), "
+        f"temperature 0, seed {SEED}; same text in every run: "
+        f"{'yes' if r['same_text_everywhere'] else 'NO'}"
+    )
+    print()
+    header = (
+        f"{'variant':<32}{'tokens':>7}{'tok/s':>8}{'ratio':>8}{'decode':>8}{'ratio':>8}"
+        f"{'first ms':>10}{'diff':>8}{'paired':>8}"
+    )
+    print(f"{r['max_tokens']} tokens, {r['rounds']} alternating rounds (medians)")
+    print(header)
+    print("-" * len(header))
+    first = r["first_token"]
+    for variant, v in r["variants"].items():
+        f = first[variant]
+        ratio = f"{v['ratio_tokens_per_s']:.1%}" if "ratio_tokens_per_s" in v else "—"
+        ratio_d = f"{v['ratio_decode']:.1%}" if "ratio_decode" in v else "—"
+        diff = f"{f['first_token_delta_ms']:+.1f}" if "first_token_delta_ms" in f else "—"
+        paired = (
+            f"{f['paired_first_token_delta_ms']:+.1f}"
+            if "paired_first_token_delta_ms" in f
+            else "—"
+        )
+        print(
+            f"{LABELS[variant]:<32}{v['tokens']:>7}{v['tokens_per_s']:>8.1f}{ratio:>8}"
+            f"{v['decode_tokens_per_s']:>8.1f}{ratio_d:>8}{f['first_token_ms']:>10.1f}"
+            f"{diff:>8}{paired:>8}"
+        )
+    print(
+        f"(tok/s: start -> last token; decode: after the first token; first token: medians of "
+        f"{r['first_token_rounds']} extra rounds of {r['first_token_max_tokens']} tokens; "
+        "paired: median of per-round differences)"
+    )
+    bot = r["variants"]["bot"]
+    bot_first = first["bot"]
+    print(
+        f"target >= 95% of raw tok/s: "
+        f"{'met' if bot['ratio_tokens_per_s'] >= 0.95 else 'MISSED'} "
+        f"({bot['ratio_tokens_per_s']:.1%}); first token within 20 ms of raw: "
+        f"{'met' if bot_first['paired_first_token_delta_ms'] <= 20 else 'MISSED'} "
+        f"({bot_first['paired_first_token_delta_ms']:+.1f} ms paired)"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="long rounds (tokens/s)")
+    parser.add_argument("--max-tokens", type=int, default=200)
+    parser.add_argument(
+        "--first-rounds", type=int, default=15, help="short rounds (first-token latency)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="[llm.embedded] threads (0: as bot.toml's default)"
+    )
+    args = parser.parse_args()
+    info = machine()
+    results = asyncio.run(measure(args.rounds, args.max_tokens, args.first_rounds, args.threads))
+    results["machine"] = info
+    results["targets"] = {"tokens_per_s_ratio": 0.95, "first_token_delta_ms": 20}
+    print_table(results)
+    name = "bench_embedded.json" if not args.threads else f"bench_embedded-t{args.threads}.json"
+    (HERE / name).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
