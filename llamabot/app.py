@@ -98,7 +98,12 @@ class Bot:
         return self.config_path.parent if self.config_path is not None else Path.cwd()
 
     def apply_config(self, config: Config) -> None:
-        """Put a new config in force for the next message."""
+        """Put a new config in force for the next message.
+
+        Raises ValueError, and changes nothing, when a plugin's settings do not validate.
+        """
+        if self._plugins is not None:
+            self._plugins.reconfigure(config)
         self._config = config
 
     # -- BotHandle, for adapters -----------------------------------------------------

@@ -57,20 +57,30 @@ class PluginHost:
                     f"({self.source_of(other.plugin)}) and {plugin.name!r} ({source}); "
                     "disable one in [plugins] disabled"
                 )
-        settings: BaseModel | None = None
-        if plugin.config_model is not None:
-            try:
-                settings = plugin.config_model.model_validate(config.plugins.slice(plugin.name))
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-                )
-                raise StartupError(
-                    f"[plugins.{plugin.name}] in bot.toml is invalid: {problems}"
-                ) from None
+        try:
+            settings = _settings(plugin, config)
+        except ValueError as exc:
+            raise StartupError(f"{exc} in bot.toml") from None
         for command in plugin.commands:
             self._commands[command.name] = command
         self.loaded.append(LoadedPlugin(plugin, source, settings))
+
+    def reconfigure(self, config: Config) -> None:
+        """Validate every plugin's slice of a new config, then put them all in force.
+
+        Raises ValueError listing the problems, and changes nothing, when one is invalid.
+        """
+        fresh: list[BaseModel | None] = []
+        problems: list[str] = []
+        for loaded in self.loaded:
+            try:
+                fresh.append(_settings(loaded.plugin, config))
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ValueError("; ".join(problems))
+        for loaded, settings in zip(self.loaded, fresh, strict=True):
+            loaded.config = settings
 
     def command(self, name: str) -> Command | None:
         """The command registered under ``name``."""
@@ -120,3 +130,16 @@ async def _run_hook(
         await hook(context(plugin.name))
     except Exception:
         log.exception("%s hook %s of plugin %s failed", kind, hook.__name__, plugin.name)
+
+
+def _settings(plugin: Plugin, config: Config) -> BaseModel | None:
+    """A plugin's ``[plugins.<name>]`` table, validated; ValueError says what is wrong."""
+    if plugin.config_model is None:
+        return None
+    try:
+        return plugin.config_model.model_validate(config.plugins.slice(plugin.name))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"[plugins.{plugin.name}] is invalid: {problems}") from None

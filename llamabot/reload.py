@@ -208,7 +208,14 @@ class ConfigWatcher:
         changes = compare(old, new)
         for item in changes.need_restart:
             log.warning("%s: %s changed; this takes effect after a restart", self.path, item)
-        self._apply(live_part(old, new))
+        try:
+            self._apply(live_part(old, new))
+        except ValueError as exc:
+            problem = f"{self.path}: {exc}"
+            log.error(
+                "%s was not reloaded; the previous config stays in force:\n  %s", self.path, problem
+            )
+            return ReloadResult("rejected", problems=[problem])
         if changes.applied:
             log.info("%s reloaded: %s", self.path, "; ".join(changes.applied))
         elif not changes.need_restart:

@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from llamabot.app import Bot
 from llamabot.config import load_config
 from llamabot.plugin_host import PluginHost
+from llamabot.plugins import Plugin
 from llamabot.reload import ConfigWatcher, ReloadResult
 from tests.fakes.chat import RecordingAdapter
 from tests.fakes.model import ScriptedModel
@@ -141,3 +143,36 @@ async def test_a_storage_change_is_reported_as_needing_a_restart(
     assert "[storage] url changed; this takes effect after a restart" in caplog.text
     assert bot.config.storage.url == before
     assert await ask(bot) == "PROMPT-TWO"  # the rest of the edit applies
+
+
+class DiceSettings(BaseModel):
+    sides: int = 6
+
+
+async def test_plugin_settings_reload_and_a_bad_slice_is_rejected_whole(tmp_path: Path) -> None:
+    path = tmp_path / "bot.toml"
+    path.write_text(TOML + "[plugins.dice]\nsides = 6\n")
+    config = load_config(path)
+    dice = Plugin("dice", config=DiceSettings)
+    host = PluginHost()
+    host.add(dice, "test", config)
+    bot = Bot(
+        config,
+        config_path=path,
+        model=ScriptedModel(),
+        adapters=[RecordingAdapter()],
+        plugins=host,
+        watch_config=True,
+    )
+    async with bot:
+        assert bot.watcher is not None
+        path.write_text(TOML.replace("PROMPT-ONE", "PROMPT-TWO") + "[plugins.dice]\nsides = 20\n")
+        assert (await next_result(bot.watcher, 0)).outcome == "applied"
+        assert host.config_for("dice") == DiceSettings(sides=20)
+        seen = len(bot.watcher.results)
+        path.write_text(TOML.replace("PROMPT-ONE", "PROMPT-3") + '[plugins.dice]\nsides = "x"\n')
+        rejected = await next_result(bot.watcher, seen)
+        assert rejected.outcome == "rejected"
+        assert "[plugins.dice] is invalid: sides" in rejected.problems[0]
+        assert host.config_for("dice") == DiceSettings(sides=20)
+        assert await ask(bot) == "PROMPT-TWO"  # nothing of the bad edit applied
