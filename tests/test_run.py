@@ -1,0 +1,103 @@
+"""`llamabot run` as an admin runs it: a real process, real platform and model clients
+against the loopback fakes, answering until SIGTERM and then stopping cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tests.fakes.ollama import FakeOllama
+from tests.fakes.telegram import FakeTelegram, user
+
+CONFIG = """
+[llm]
+backend = "ollama"
+[llm.ollama]
+host = "{ollama}"
+
+[storage]
+url = "sqlite+aiosqlite:///bot.db"
+
+[personas.assistant]
+prompt = "RUN-PERSONA"
+
+[telegram]
+enabled = true
+base_url = "{telegram}"
+edit_interval = 0.2
+"""
+
+
+async def test_run_answers_on_telegram_until_sigterm_then_stops_cleanly(tmp_path: Path) -> None:
+    async with FakeTelegram(username="llama_run_bot") as telegram, FakeOllama() as ollama:
+        ollama.reply = "Hello from the running bot."
+        config = tmp_path / "bot.toml"
+        config.write_text(CONFIG.format(ollama=ollama.url, telegram=telegram.base_url))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "llamabot.cli",
+            "run",
+            "--config",
+            str(config),
+            env={**os.environ, "TELEGRAM_TOKEN": telegram.token},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            asked = telegram.push_message(4242, "hi there", from_user=user(4242, "Ada"))
+            await telegram.wait_for(
+                lambda: any(
+                    m.text == "Hello from the running bot."
+                    for m in telegram.replies_to(asked.chat_id, asked.message_id)
+                ),
+                timeout=60,
+            )
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                _, stderr = await process.communicate()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    log = stderr.decode()
+    assert process.returncode == 0, log
+    assert "Traceback" not in log
+    assert "stopping" in log
+    assert ollama.chat_requests[0]["messages"][0]["content"] == "RUN-PERSONA"
+    assert telegram.token not in log
+
+
+async def test_run_without_a_platform_says_how_to_enable_one(tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text('[storage]\nurl = "sqlite+aiosqlite:///bot.db"\n')
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "llamabot.cli", "run", "--config", str(config),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        _, stderr = await process.communicate()
+    assert process.returncode == 1
+    assert "[telegram] enabled = true" in stderr.decode()
+    assert "llamabot chat" in stderr.decode()
+
+
+async def test_a_missing_token_stops_the_start_with_the_variable_to_set(tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        '[storage]\nurl = "sqlite+aiosqlite:///bot.db"\n[llm]\nbackend = "embedded"\n'
+        '[telegram]\nenabled = true\ntoken_env = "NO_SUCH_TOKEN_VAR"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NO_SUCH_TOKEN_VAR"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "llamabot.cli", "run", "--config", str(config),
+        stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        _, stderr = await process.communicate()
+    assert process.returncode == 1
+    assert "NO_SUCH_TOKEN_VAR" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
