@@ -48,7 +48,8 @@ def _in_folder(folder: Path, *, bundled: bool = False) -> list[_Candidate]:
     found: list[_Candidate] = []
     if not folder.is_dir():
         if not bundled:
-            log.warning("plugin folder %s does not exist", folder)
+            # Info, not a warning: the default "plugins" folder is often simply absent.
+            log.info("plugin folder %s does not exist; no plugins from there", folder)
         return found
     for path in sorted(folder.iterdir()):
         if path.name.startswith(("_", ".")):

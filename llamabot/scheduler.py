@@ -302,6 +302,28 @@ class Scheduler:
 
         return await self._in_io(remove)
 
+    async def forget_author(self, author_id: str) -> int:
+        """Cancel every pending call whose data names ``author_id`` under ``"author"``.
+
+        The privacy side of ``/forgetme``: a task that stores what a person said (a
+        reminder's text) puts their ``platform:user_id`` there, so it can be found.
+        """
+        aps = self._running_aps()
+
+        def remove() -> int:
+            removed = 0
+            for job in aps.get_jobs():
+                data = job.args[2] if len(job.args) > 2 else None
+                if isinstance(data, dict) and data.get("author") == author_id:
+                    try:
+                        aps.remove_job(job.id)
+                    except JobLookupError:
+                        continue  # it just ran
+                    removed += 1
+            return removed
+
+        return await self._in_io(remove)
+
     # -- internals ----------------------------------------------------------------------
 
     async def run(self, name: str, data: dict[str, Any]) -> None:

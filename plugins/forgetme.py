@@ -12,4 +12,6 @@ async def forget_me(ctx: CommandContext) -> None:
     """Delete everything you said to the bot, in every conversation."""
     removed = await ctx.store.forget_author(ctx.author_id)
     noun = "message" if removed == 1 else "messages"
-    await ctx.reply(f"Deleted {removed} {noun} of yours from every conversation.")
+    cancelled = await ctx.scheduler.forget_author(ctx.author_id) if ctx.scheduler else 0
+    jobs = "" if not cancelled else f", and cancelled {cancelled} pending reminder(s)"
+    await ctx.reply(f"Deleted {removed} {noun} of yours from every conversation{jobs}.")

@@ -165,6 +165,23 @@ async def test_forgetme_removes_only_that_persons_messages(
     assert [role for role, _ in rows].count("assistant") == 3  # the bot's replies stay
 
 
+async def test_forgetme_also_cancels_the_persons_pending_reminders(
+    tmp_path: Path, adapter: RecordingAdapter
+) -> None:
+    async with running(write_config(tmp_path), adapter):
+        await group(adapter, "/remind 2h the secret plan")
+        await group(adapter, "/remind 3h bob's own thing", user="bob")
+        await group(adapter, "/forgetme")
+        answer = last(adapter, GROUP)
+        await group(adapter, "/reminders")
+        alice_left = last(adapter, GROUP)
+        await group(adapter, "/reminders", user="bob")
+        bob_left = last(adapter, GROUP)
+    assert answer.endswith(", and cancelled 1 pending reminder(s).")
+    assert alice_left == "You have no reminders pending."
+    assert "bob's own thing" in bob_left
+
+
 # -- persona ----------------------------------------------------------------------------
 
 
