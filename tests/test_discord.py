@@ -18,6 +18,7 @@ from llamabot.config import Config, DiscordSection
 from llamabot.errors import StartupError
 from llamabot.events import ChannelRef
 from llamabot.llm import ChatMessage, GenerationOptions
+from llamabot.plugins import JobContext
 from tests.fakes.discord import FakeChannel, FakeDiscord, FakeGuild, FakeMessage, FakeUser
 from tests.fakes.model import ScriptedModel
 
@@ -561,3 +562,24 @@ def test_token_is_read_from_the_variable(monkeypatch: pytest.MonkeyPatch) -> Non
     assert adapter.limits.max_chars == 2000
     assert adapter.limits.edit_interval_s == section.edit_interval
     assert "secret-value" not in repr(vars(adapter).get("limits"))
+
+
+async def test_a_mention_the_bot_writes_itself_pings_once_and_the_model_never(
+    world: World, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    bob = f"<@{world.bob.id}>"
+    said = f"{bob} echoed by the model"
+    model = ScriptedModel(reply=lambda call: said)
+    channel = world.general.id
+    async with running(world, make_config, model, tmp_path) as bot:
+        jobs = JobContext(bot=bot, plugin="remind")
+        who = jobs.mention("discord", str(world.bob.id), "Bob")
+        assert who == bob
+        target = ChannelRef("discord", str(channel), guild_id=str(world.guild.id))
+        await jobs.send(target, f"⏰ Reminder: stretch, {who}")
+        await world.fake.send_message(channel, f"{world.bot.mention} hi", author=world.bob)
+        await wait_shown(world.fake, channel, [f"⏰ Reminder: stretch, {bob}", said])
+    reminder, answer = [r.json for r in world.fake.requests if r.method == "POST" and r.json]
+    assert [str(u) for u in reminder["allowed_mentions"]["users"]] == [str(world.bob.id)]
+    assert reminder["allowed_mentions"]["parse"] == []
+    assert not answer["allowed_mentions"].get("users")

@@ -507,3 +507,13 @@ async def test_normalised_inbound(fake: FakeTelegram) -> None:
     assert (second.text, second.addressed) == ("hello", True)
     assert (command.text, command.addressed) == ("/help", True)
     assert private.channel.is_private and private.text == "/help"
+
+
+def test_a_mention_the_bot_writes_becomes_a_notifying_text_mention() -> None:
+    from llamabot.adapters.telegram_html import markdown_to_html
+
+    adapter = TelegramAdapter(TelegramSection(), token="123:abc")
+    mention = adapter.mention("1001", "Alice [admin]")
+    assert markdown_to_html(f"Reminder, {mention}") == (
+        'Reminder, <a href="tg://user?id=1001">Alice admin</a>'
+    )

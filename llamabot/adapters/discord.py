@@ -108,6 +108,7 @@ class DiscordAdapter:
         self._runner: asyncio.Task[None] | None = None
         self._forbidden: set[str] = set()
         self._mention: re.Pattern[str] | None = None
+        self._may_ping: set[str] = set()
 
     # -- lifespan ------------------------------------------------------------------
 
@@ -282,9 +283,30 @@ class DiscordAdapter:
             type=kind,
         )
 
+    def mention(self, user_id: str, name: str) -> str:
+        """A mention that notifies the person, for text the bot writes itself (a reminder).
+
+        Only a mention made here may ping, once; the model's text never pings anyone.
+        """
+        self._may_ping.add(user_id)
+        return f"<@{user_id}>"
+
+    def _allowed_mentions(self, text: str) -> discord.AllowedMentions:
+        users = [uid for uid in self._may_ping if f"<@{uid}>" in text]
+        if not users:
+            return NO_PINGS
+        self._may_ping.difference_update(users)
+        return discord.AllowedMentions(
+            everyone=False,
+            roles=False,
+            replied_user=False,
+            users=[discord.Object(id=int(uid)) for uid in users],
+        )
+
     async def send(self, to: ChannelRef, text: str, reply_to: str | None = None) -> SentMessage:
         """Post a message, as a reply to ``reply_to`` when that message still exists."""
         target = self._target(to)
+        pings = self._allowed_mentions(text)
         reference = None
         if reply_to is not None:
             # fail_if_not_exists=False: Discord posts a plain message if the original is gone.
@@ -297,16 +319,16 @@ class DiscordAdapter:
         try:
             try:
                 if reference is None:
-                    message = await target.send(text, allowed_mentions=NO_PINGS)
+                    message = await target.send(text, allowed_mentions=pings)
                 else:
                     message = await target.send(
-                        text, reference=reference, allowed_mentions=NO_PINGS, mention_author=False
+                        text, reference=reference, allowed_mentions=pings, mention_author=False
                     )
             except discord.HTTPException as exc:
                 if reference is None or exc.code not in (_UNKNOWN_MESSAGE, _INVALID_FORM_BODY):
                     raise
                 # A server that ignores fail_if_not_exists: send without the reply.
-                message = await target.send(text, allowed_mentions=NO_PINGS)
+                message = await target.send(text, allowed_mentions=pings)
         except discord.Forbidden as exc:
             raise self._refused(to, exc) from None
         except discord.HTTPException as exc:

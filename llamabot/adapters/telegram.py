@@ -420,6 +420,11 @@ class TelegramAdapter:
 
     # -- sending -------------------------------------------------------------------------
 
+    def mention(self, user_id: str, name: str) -> str:
+        """A mention that notifies the person (a text mention, also without a username)."""
+        label = name.replace("[", "").replace("]", "") or user_id
+        return f"[{label}](tg://user?id={user_id})"
+
     async def send(self, to: ChannelRef, text: str, reply_to: str | None = None) -> SentMessage:
         """Send a message (Markdown converted to HTML), replying to ``reply_to`` if given."""
         app = self._running_app()
