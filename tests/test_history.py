@@ -10,7 +10,7 @@ from sqlalchemy import Connection, create_engine, inspect, text
 
 from llamabot.events import ChannelRef
 from llamabot.storage.engine import create_engine as create_async_engine
-from llamabot.storage.engine import current_revision, head_revision, upgrade
+from llamabot.storage.engine import SCHEMA_REVISION, current_revision, head_revision, upgrade
 from llamabot.storage.history import HistoryStore, NewMessage
 from llamabot.storage.models import Base
 
@@ -147,3 +147,7 @@ async def test_clear_and_forget_author(tmp_path: Path) -> None:
     assert await store.clear(a) == 1
     assert await store.count() == 0
     await store.engine.dispose()
+
+
+def test_the_schema_revision_constant_is_the_newest_migration() -> None:
+    assert SCHEMA_REVISION == head_revision()
