@@ -12,6 +12,7 @@ import asyncio
 import importlib.util
 import logging
 import os
+import re
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,12 @@ def model_file(section: EmbeddedSection, config_dir: Path | None = None) -> Path
             'to a GGUF file, or run Ollama and set [llm] backend = "ollama".'
         )
     return bundled
+
+
+def _quantization(stem: str) -> str | None:
+    """``Q4_1`` from ``SmolLM2-135M-Instruct.Q4_1``, by the usual GGUF file naming."""
+    match = re.search(r"[.-](I?Q\d\w*|F16|F32|BF16)$", stem, re.IGNORECASE)
+    return match.group(1).upper() if match else None
 
 
 _DONE = object()
@@ -211,6 +218,7 @@ class EmbeddedModel:
             ModelInfo(
                 name=self._path.stem,
                 size_bytes=self._path.stat().st_size,
+                quantization=_quantization(self._path.stem),
                 context_length=self._section.n_ctx,
                 host="embedded",
             )
