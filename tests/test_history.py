@@ -9,8 +9,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, create_engine, inspect, text
 
 from llamabot.events import ChannelRef
-from llamabot.storage.engine import create_engine as create_async_engine
 from llamabot.storage.engine import SCHEMA_REVISION, current_revision, head_revision, upgrade
+from llamabot.storage.engine import create_engine as create_async_engine
 from llamabot.storage.history import HistoryStore, NewMessage
 from llamabot.storage.models import Base
 
@@ -150,4 +150,4 @@ async def test_clear_and_forget_author(tmp_path: Path) -> None:
 
 
 def test_the_schema_revision_constant_is_the_newest_migration() -> None:
-    assert SCHEMA_REVISION == head_revision()
+    assert head_revision() == SCHEMA_REVISION
