@@ -5,8 +5,8 @@ The bot runs on a real SQLite file holding 1,000,000 messages (one conversation 
 at once, so every millisecond measured is llamabot's own: the router, the lane, two
 inserts, the window read and the reply stream.
 
-    python bench/bench_core.py              # table + bench/bench_core.json
-    python bench/bench_core.py --profile    # also: where the time of one turn goes
+    PYTHONPATH=. python bench/bench_core.py              # table + bench/bench_core.json
+    PYTHONPATH=. python bench/bench_core.py --profile    # also: where the time of one turn goes
 
 The filled database is cached in $TMPDIR/llamabot-bench/ keyed by schema revision, so a
 second run skips the fill. Not a pass/fail test.
@@ -17,12 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
-import platform
 import shutil
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench import measure
 from llamabot.adapters.base import PlatformLimits
 from llamabot.app import Bot
 from llamabot.config import Config, parse_config
@@ -66,18 +64,6 @@ max_tokens = 3000
 [personas.assistant]
 prompt = "You are a helpful assistant."
 """
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "sqlite": sqlite3.sqlite_version,
-        "load_average_at_start": os.getloadavg(),
-    }
 
 
 class InstantModel:
@@ -304,23 +290,6 @@ def working_copy(source: Path, name: str) -> Path:
 # -- measurements ------------------------------------------------------------------------
 
 
-def summary_ms(samples: list[float]) -> dict[str, float]:
-    """p50/p95/p99/max/mean of samples given in seconds, as milliseconds."""
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-    return {
-        "n": len(ordered),
-        "p50": pick(0.50),
-        "p95": pick(0.95),
-        "p99": pick(0.99),
-        "max": ordered[-1] * 1000,
-        "mean": statistics.fmean(ordered) * 1000,
-    }
-
-
 def _inbound(key: str, i: int) -> Inbound:
     return Inbound(
         channel=_channel(key),
@@ -404,8 +373,8 @@ async def compare_windows(targets: list[tuple[str, Path, str]], reads: int) -> d
                 "stored": total,
                 "in_conversation": mine,
                 "plan": plan,
-                "history_store_ms": summary_ms(store_samples[i]),
-                "raw_sql_ms": summary_ms(raw_samples[i]),
+                "history_store_ms": measure.summary_ms(store_samples[i]),
+                "raw_sql_ms": measure.summary_ms(raw_samples[i]),
             }
         return results
     finally:
@@ -428,17 +397,19 @@ async def run_bot(path: Path, profile: bool) -> dict[str, Any]:
         stored = await bot.store.count()
         results["stored_at_start"] = stored
         await sequential(bot, adapter, [BIG_KEY, *keys], 200)  # warm-up: caches, connections
-        results["one_conversation"] = summary_ms(
+        results["one_conversation"] = measure.summary_ms(
             await sequential(bot, adapter, [BIG_KEY], SEQUENTIAL_TURNS)
         )
-        results["round_robin_100"] = summary_ms(await sequential(bot, adapter, keys, SPREAD_TURNS))
+        results["round_robin_100"] = measure.summary_ms(
+            await sequential(bot, adapter, keys, SPREAD_TURNS)
+        )
         seconds, latencies = await parallel(bot, adapter, keys, PARALLEL_ROUNDS)
         turns = len(latencies)
         results["parallel_100"] = {
             "turns": turns,
             "seconds": seconds,
             "turns_per_s": turns / seconds,
-            "latency_ms": summary_ms(latencies),
+            "latency_ms": measure.summary_ms(latencies),
         }
         results["breakdown"] = await breakdown(bot, adapter, 500)
         results["adapter_sends"] = adapter.sends
@@ -537,6 +508,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="print where a turn's time goes")
     args = parser.parse_args()
 
+    info = measure.machine({"sqlite": sqlite3.sqlite_version})
     keys = [BIG_KEY, *(small_key(i) for i in range(SMALL_CONVERSATIONS))]
     big_source, fill_s = cached_database(keys, TOTAL_MESSAGES, "1m")
     tiny_source, _ = cached_database(["console:bench-tiny"], 100, "tiny")
@@ -557,12 +529,12 @@ def main() -> int:
     )
     results["fill_seconds"] = fill_s
     results["run_seconds"] = time.perf_counter() - started
-    results["machine"] = machine()
+    results["machine"] = info
     results["targets"] = {"p50_ms": 1.0, "p99_ms": 5.0}
     profile = results.pop("profile", None)
 
     print_table(results)
-    (HERE / "bench_core.json").write_text(json.dumps(results, indent=2) + "\n")
+    measure.save(results, HERE / "bench_core.json")
     if profile:
         print()
         print(profile)
@@ -573,10 +545,7 @@ def main() -> int:
 
 def print_table(r: dict[str, Any]) -> None:
     m = r["machine"]
-    print(
-        f"llamabot core overhead — {m['cores']} cores, Python {m['python']}, "
-        f"SQLite {m['sqlite']}, {m['platform']}"
-    )
+    print(measure.headline("llamabot core overhead", m, f"SQLite {m['sqlite']}", m["platform"]))
     print(
         f"database: {r['stored_at_start']:,} messages stored at start "
         f"(fill {r['fill_seconds']:.1f} s{'' if r['fill_seconds'] else ', cached'})"

@@ -13,7 +13,7 @@ history adds nothing), temperature 0, fixed seed, same max_tokens. The KV cache 
 before every generation, so no variant gets another's prompt prefix for free. Rounds
 alternate and rotate their order, so a noisy neighbour hits every variant alike.
 
-    python bench/bench_embedded.py [--rounds 5] [--max-tokens 200]
+    PYTHONPATH=. python bench/bench_embedded.py [--rounds 5] [--max-tokens 200]
 
 Prints one table and writes bench/bench_embedded.json. Not a pass/fail test.
 """
@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import measure
 from llamabot.adapters.console import ConsoleAdapter
 from llamabot.app import Bot
 from llamabot.config import EmbeddedSection, parse_config
@@ -69,17 +68,6 @@ persona = "assistant"
 """
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "load_average_at_start": os.getloadavg(),
-    }
-
-
 @dataclass
 class Run:
     """One generation: when it started, when the first and last token showed."""
@@ -101,51 +89,71 @@ class Run:
         return (self.tokens - 1) / (self.total_s - self.first_s)
 
 
+class Arrivals:
+    """A stream's clock: when it started, and when its first and last text arrived."""
+
+    started: float
+    first: float | None
+    last: float
+    pieces: list[str]
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the clock (again), forgetting what arrived."""
+        self.started = time.perf_counter()
+        self.first = None
+        self.last = self.started
+        self.pieces = []
+
+    def add(self, text: str) -> None:
+        """``text`` arrived now."""
+        self.last = time.perf_counter()
+        if self.first is None:
+            self.first = self.last
+        self.pieces.append(text)
+
+    def run(self, variant: str, tokens: int | None = None) -> Run:
+        """The run this stream was; ``tokens`` defaults to the pieces that arrived."""
+        assert self.first is not None, f"{variant}: no text arrived"
+        count = len(self.pieces) if tokens is None else tokens
+        return Run(
+            variant,
+            self.first - self.started,
+            self.last - self.started,
+            count,
+            "".join(self.pieces),
+        )
+
+
 class TimingSink(io.TextIOBase):
     """The console adapter's stdout: keeps what was written and when."""
 
     def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.first: float | None = None
-        self.last: float = 0.0
+        self.arrivals = Arrivals()
 
     def write(self, text: str) -> int:
-        now = time.perf_counter()
         if text:
-            if self.first is None:
-                self.first = now
-            self.last = now
-            self.parts.append(text)
+            self.arrivals.add(text)
         return len(text)
 
     def isatty(self) -> bool:
         return False
-
-    def reset(self) -> None:
-        self.parts.clear()
-        self.first = None
-        self.last = 0.0
 
 
 def raw_run(llama: Any, max_tokens: int) -> Run:
     """llama-cpp-python on its own, exactly as its README streams a chat."""
     llama.reset()
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
-    started = time.perf_counter()
-    first: float | None = None
-    last = started
-    pieces: list[str] = []
+    arrivals = Arrivals()
     for chunk in llama.create_chat_completion(
         messages=messages, stream=True, max_tokens=max_tokens, temperature=0.0, seed=SEED
     ):
         text = chunk["choices"][0]["delta"].get("content")
         if text:
-            last = time.perf_counter()
-            if first is None:
-                first = last
-            pieces.append(text)
-    assert first is not None, "the model produced no text"
-    return Run("raw", first - started, last - started, len(pieces), "".join(pieces))
+            arrivals.add(text)
+    return arrivals.run("raw")
 
 
 async def model_run(llama: Any, model: EmbeddedModel, max_tokens: int) -> Run:
@@ -153,17 +161,10 @@ async def model_run(llama: Any, model: EmbeddedModel, max_tokens: int) -> Run:
     llama.reset()
     messages = [ChatMessage("system", SYSTEM), ChatMessage("user", PROMPT)]
     options = GenerationOptions(temperature=0.0, seed=SEED, num_predict=max_tokens)
-    started = time.perf_counter()
-    first: float | None = None
-    last = started
-    pieces: list[str] = []
+    arrivals = Arrivals()
     async for delta in model.stream_chat("embedded", messages, options):
-        last = time.perf_counter()
-        if first is None:
-            first = last
-        pieces.append(delta)
-    assert first is not None, "the model produced no text"
-    return Run("model", first - started, last - started, len(pieces), "".join(pieces))
+        arrivals.add(delta)
+    return arrivals.run("model")
 
 
 async def bot_run(
@@ -171,17 +172,15 @@ async def bot_run(
 ) -> Run:
     """One message through the whole bot into the console adapter, in a fresh conversation."""
     llama.reset()
-    sink.reset()
     inbound = Inbound(
         channel=ChannelRef(platform="console", chat_id=f"round-{tag}", is_private=True),
         author=Author(id="bench", name="bench"),
         text=PROMPT,
     )
-    started = time.perf_counter()
+    sink.arrivals.restart()
     await bot.submit(inbound, console)
-    assert sink.first is not None, "the bot showed no text"
     # The bot streams the same greedy tokens; their count is taken from the raw run.
-    return Run("bot", sink.first - started, sink.last - started, tokens, "".join(sink.parts))
+    return sink.arrivals.run("bot", tokens)
 
 
 def median_of(runs: list[Run], attribute: str) -> float:
@@ -252,7 +251,7 @@ def summarise(runs: dict[str, list[Run]]) -> dict[str, Any]:
     return summary
 
 
-async def measure(
+async def run_rounds(
     rounds: int, max_tokens: int, first_rounds: int, threads: int | None
 ) -> dict[str, Any]:
     path = bundled_model_path()
@@ -267,7 +266,7 @@ async def measure(
         lambda: Llama(
             model_path=str(path),
             n_ctx=section.n_ctx,
-            n_threads=section.threads or None,
+            n_threads=section.threads or os.cpu_count(),
             verbose=False,
         )
     )
@@ -346,10 +345,8 @@ LABELS = {
 
 def print_table(r: dict[str, Any]) -> None:
     m = r["machine"]
-    print(
-        f"embedded streaming, llamabot vs raw llama-cpp-python — {m['cores']} cores, "
-        f"Python {m['python']}, load avg {m['load_average_at_start'][0]:.2f}"
-    )
+    what = "embedded streaming, llamabot vs raw llama-cpp-python"
+    print(measure.headline(what, m, f"load avg {m['load_average_at_start'][0]:.2f}"))
     print(
         f"{r['model_file']}, n_threads {r['n_threads']} (threads = {r['threads_setting']}), "
         f"temperature 0, seed {SEED}; same text in every run: "
@@ -406,13 +403,13 @@ def main() -> int:
         "--threads", type=int, default=0, help="[llm.embedded] threads (0: as bot.toml's default)"
     )
     args = parser.parse_args()
-    info = machine()
-    results = asyncio.run(measure(args.rounds, args.max_tokens, args.first_rounds, args.threads))
+    info = measure.machine()
+    results = asyncio.run(run_rounds(args.rounds, args.max_tokens, args.first_rounds, args.threads))
     results["machine"] = info
     results["targets"] = {"tokens_per_s_ratio": 0.95, "first_token_delta_ms": 20}
     print_table(results)
     name = "bench_embedded.json" if not args.threads else f"bench_embedded-t{args.threads}.json"
-    (HERE / name).write_text(json.dumps(results, indent=2) + "\n")
+    measure.save(results, HERE / name)
     return 0
 
 

@@ -4,16 +4,14 @@ Both stream the same reply from the same fake Ollama server (tests/fakes/ollama.
 in a child process so that producing the tokens does not eat into either client's time.
 Rounds alternate which client goes first. Prints a table and writes bench_ollama.json.
 
-    python bench/bench_ollama.py [--tokens 2000] [--rounds 30]
+    PYTHONPATH=. python bench/bench_ollama.py [--tokens 2000] [--rounds 30]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,16 +20,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+import ollama
 
-import ollama  # noqa: E402
-
-from llamabot.config import OllamaSection  # noqa: E402
-from llamabot.llm import ChatMessage, GenerationOptions  # noqa: E402
-from llamabot.llm.ollama import OllamaModel  # noqa: E402
-from tests.fakes.ollama import FakeOllama  # noqa: E402
+from bench import measure
+from llamabot.config import OllamaSection
+from llamabot.llm import ChatMessage, GenerationOptions
+from llamabot.llm.ollama import OllamaModel
+from tests.fakes.ollama import FakeOllama
 
 MODEL = "llama3.2"
 CONTEXT = 131_072  # what the fake's /api/show reports, so both send the same request
@@ -127,13 +122,6 @@ async def bench(url: str, tokens: int, rounds: int) -> dict[str, Any]:
     ttft_best = our_s["ttft_ms_best"] - raw_s["ttft_ms_best"]
     ttft_median = our_s["ttft_ms_median"] - raw_s["ttft_ms_median"]
     return {
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "ollama_client": metadata.version("ollama"),
-            "load_average": os.getloadavg(),
-        },
         "params": {"tokens": tokens, "rounds": rounds, "model": MODEL},
         "raw": raw_s,
         "llamabot": our_s,
@@ -185,6 +173,8 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
     args = parser.parse_args()
+    # httpx, under both clients, reads the proxy variables when a client is made.
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     if args.serve:
         asyncio.run(serve(args.tokens, args.chunks_per_write))
         return
@@ -200,6 +190,7 @@ def main() -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
+    info = measure.machine({"ollama_client": metadata.version("ollama")})
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
@@ -208,8 +199,11 @@ def main() -> None:
         if server.stdin is not None:
             server.stdin.close()
         server.wait(timeout=10)
+    # The table's load figure, as first reported: taken when the rounds are over.
+    info["load_average"] = os.getloadavg()
+    result = {"machine": info, **result}
     print_table(result)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    measure.save(result, args.out)
     print(f"wrote {args.out}")
 
 

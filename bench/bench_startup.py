@@ -13,7 +13,7 @@ Runs the real CLI in subprocesses on a bot.toml whose backend is the embedded mo
 
 The first start migrates an empty database; the others find it at head.
 
-    python bench/bench_startup.py [--runs 5]
+    PYTHONPATH=. python bench/bench_startup.py [--runs 5]
 
 Prints one table and writes bench/bench_startup.json. Not a pass/fail test.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -32,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench import measure
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -104,30 +105,21 @@ sys.exit(code)
 """
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "load_average_at_start": os.getloadavg(),
-    }
-
-
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPROFILEIMPORTTIME", None)
     return env
 
 
-def timed_start(config: Path) -> dict[str, Any]:
-    """One driver run: seconds from spawn to each mark, and the phase durations."""
-    out = config.parent / "marks.json"
-    env = _env() | {"LLAMABOT_BENCH_OUT": str(out)}
-    spawned = time.monotonic()
+def run_in(
+    config: Path, argv: list[str], env: dict[str, str], *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in the folder of ``config``, stdin at end of input, output kept.
+
+    With ``check``, a failed start ends the benchmark with the process's stderr.
+    """
     done = subprocess.run(
-        [PYTHON, "-c", DRIVER, str(config)],
+        argv,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -135,9 +127,18 @@ def timed_start(config: Path) -> dict[str, Any]:
         cwd=config.parent,
         check=False,
     )
-    ended = time.monotonic()
-    if done.returncode != 0:
+    if check and done.returncode != 0:
         raise SystemExit(f"llamabot chat failed ({done.returncode}):\n{done.stderr}")
+    return done
+
+
+def timed_start(config: Path) -> dict[str, Any]:
+    """One driver run: seconds from spawn to each mark, and the phase durations."""
+    out = config.parent / "marks.json"
+    env = _env() | {"LLAMABOT_BENCH_OUT": str(out)}
+    spawned = time.monotonic()
+    run_in(config, [PYTHON, "-c", DRIVER, str(config)], env)
+    ended = time.monotonic()
     data = json.loads(out.read_text())
     marks = {name: at - spawned for name, at in data["marks"].items()}
     marks["process_exit"] = ended - spawned
@@ -148,19 +149,8 @@ def plain_cli(config: Path) -> float:
     """The ``llamabot`` console script with empty stdin: spawn -> exit, in seconds."""
     script = shutil.which("llamabot", path=str(Path(PYTHON).parent)) or "llamabot"
     started = time.monotonic()
-    done = subprocess.run(
-        [script, "chat", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=config.parent,
-        check=False,
-    )
-    elapsed = time.monotonic() - started
-    if done.returncode != 0:
-        raise SystemExit(f"llamabot chat failed ({done.returncode}):\n{done.stderr}")
-    return elapsed
+    run_in(config, [script, "chat", "--config", str(config)], _env())
+    return time.monotonic() - started
 
 
 def bare_python() -> float:
@@ -192,16 +182,7 @@ def import_profile(config: Path, statement: str | None) -> dict[str, Any]:
         env["LLAMABOT_BENCH_OUT"] = str(config.parent / "marks-importtime.json")
     else:
         argv += ["-c", statement]
-    done = subprocess.run(
-        argv,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=config.parent,
-        check=False,
-    )
-    rows = parse_importtime(done.stderr)
+    rows = parse_importtime(run_in(config, argv, env, check=False).stderr)
     by_package: dict[str, int] = {}
     for name, self_us, _, _ in rows:
         top = name.split(".")[0]
@@ -233,7 +214,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def measure(runs: int) -> dict[str, Any]:
+def time_starts(runs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="llamabot-bench-") as folder:
         config = Path(folder) / "bot.toml"
         config.write_text(TOML)
@@ -280,10 +261,9 @@ def measure(runs: int) -> dict[str, Any]:
 def print_table(r: dict[str, Any]) -> None:
     m = r["machine"]
     med = r["median"]
-    print(
-        f"llamabot chat start-up, embedded backend — {m['cores']} cores, Python {m['python']}, "
-        f"load avg {m['load_average_at_start'][0]:.2f}; medians of {r['runs']} starts"
-    )
+    load = f"load avg {m['load_average_at_start'][0]:.2f}"
+    what = "llamabot chat start-up, embedded backend"
+    print(f"{measure.headline(what, m, load)}; medians of {r['runs']} starts")
     print()
     header = f"{'from process start (s)':<52}{'at':>8}{'phase':>8}"
     print(header)
@@ -347,12 +327,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    info = machine()
-    results = measure(args.runs)
+    info = measure.machine()
+    results = time_starts(args.runs)
     results["machine"] = info
     results["targets"] = {"ready_minus_model_load_s": 1.5}
     print_table(results)
-    (HERE / "bench_startup.json").write_text(json.dumps(results, indent=2) + "\n")
+    measure.save(results, HERE / "bench_startup.json")
     return 0
 
 
