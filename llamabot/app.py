@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# At stop, how long replies already being written may take to finish.
+DRAIN_TIMEOUT_S = 10.0
+
 
 class Bot:
     """A running llamabot. Use as ``async with Bot(config, ...) as bot:``.
@@ -193,6 +196,9 @@ class Bot:
             await adapter.start(self)
             self._stack.push_async_callback(adapter.stop)
             log.info("%s adapter started", adapter.platform)
+        # Runs before the adapters stop: replies being written can still be delivered.
+        router = self._router
+        self._stack.push_async_callback(router.drain, DRAIN_TIMEOUT_S)
         await self._start_plugins()
 
         self._start_maintenance()

@@ -74,6 +74,15 @@ class Router:
         """Wait until every queued message has been handled."""
         await self._idle.wait()
 
+    async def drain(self, grace_s: float) -> None:
+        """Take no new messages; give the ones in flight up to ``grace_s`` to finish."""
+        self._closed = True
+        try:
+            async with asyncio.timeout(grace_s):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("stopping with replies still in flight after %g s", grace_s)
+
     async def close(self) -> None:
         """Stop taking messages and cancel the ones in flight."""
         self._closed = True

@@ -169,3 +169,21 @@ async def test_an_interrupted_reply_stays_visible_marked_and_out_of_the_window(
     assert second == "echo: again"
     history = [(m.role, m.content) for m in model.calls[1].messages[1:]]
     assert history == [("user", "tell me a story"), ("user", "again")]
+
+
+async def test_stopping_lets_a_reply_in_flight_finish(make_config: MakeConfig) -> None:
+    class StopRecordingAdapter(RecordingAdapter):
+        shown_at_stop: list[str] | None = None
+
+        async def stop(self) -> None:
+            self.shown_at_stop = self.messages_in(KEY)
+
+    adapter = StopRecordingAdapter()
+    # Two thousand one-character deltas, each yielding to the loop: still streaming when
+    # the bot is told to stop.
+    model = ScriptedModel(reply=lambda call: "x" * 2000, chunk=1)
+    async with bot(make_config(), model, adapter):
+        answered = adapter.say("finish me")
+        await model.call_started.wait()
+    await answered
+    assert adapter.shown_at_stop == ["x" * 2000]
