@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import statistics
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from llamabot.app import Bot
 from llamabot.config import EmbeddedSection, parse_config
 from llamabot.events import Author, ChannelRef, Inbound
 from llamabot.llm import ChatMessage, GenerationOptions
-from llamabot.llm.llamacpp import EmbeddedModel, bundled_model_path
+from llamabot.llm.llamacpp import EmbeddedModel, bundled_model_path, thread_counts
 from llamabot.plugin_host import PluginHost
 
 HERE = Path(__file__).resolve().parent
@@ -261,12 +260,14 @@ async def run_rounds(
 
     section = EmbeddedSection(n_ctx=N_CTX, threads=threads or 0)
     started = time.perf_counter()
-    # Built as EmbeddedModel.load builds it (threads = 0 -> llama.cpp's own default).
+    # Built as EmbeddedModel.load builds it, so raw and llamabot run the same threads.
+    generate_threads, prompt_threads = thread_counts(section.threads)
     llama = await asyncio.to_thread(
         lambda: Llama(
             model_path=str(path),
             n_ctx=section.n_ctx,
-            n_threads=section.threads or os.cpu_count(),
+            n_threads=generate_threads,
+            n_threads_batch=prompt_threads,
             verbose=False,
         )
     )
