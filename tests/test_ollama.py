@@ -76,6 +76,17 @@ async def drain(
     return deltas, None
 
 
+async def drain_once(
+    *servers: FakeOllama, **settings: float
+) -> tuple[list[str], ModelError | None]:
+    """One reply from a fresh backend on ``servers``, then the backend is closed."""
+    model = backend(*servers, **settings)  # type: ignore[arg-type]
+    try:
+        return await drain(model)
+    finally:
+        await model.aclose()
+
+
 # streaming and options ---------------------------------------------------------------
 
 
@@ -294,11 +305,7 @@ async def test_error_line_mid_stream_ends_with_a_model_error_after_the_deltas(
     fake: FakeOllama,
 ) -> None:
     fake.error_after = 3
-    model = backend(fake)
-    try:
-        deltas, error = await drain(model)
-    finally:
-        await model.aclose()
+    deltas, error = await drain_once(fake)
 
     assert deltas == ["Hello! ", "I ", "am "]
     assert isinstance(error, ModelError)
@@ -311,11 +318,7 @@ async def test_connection_dropped_mid_reply_is_an_error_and_never_resent(
     fake: FakeOllama, fake_b: FakeOllama
 ) -> None:
     fake.close_after = 3
-    model = backend(fake, fake_b)
-    try:
-        deltas, error = await drain(model)
-    finally:
-        await model.aclose()
+    deltas, error = await drain_once(fake, fake_b)
 
     assert deltas == ["Hello! ", "I ", "am "]
     assert isinstance(error, ModelError)
@@ -326,11 +329,9 @@ async def test_connection_dropped_mid_reply_is_an_error_and_never_resent(
 
 async def test_no_first_token_in_time_is_a_generation_timeout(fake: FakeOllama) -> None:
     fake.stall_after = 0
-    model = backend(fake, first_token_timeout=0.3)
     try:
-        deltas, error = await drain(model)
+        deltas, error = await drain_once(fake, first_token_timeout=0.3)
     finally:
-        await model.aclose()
         fake.release()
 
     assert deltas == []
@@ -341,11 +342,9 @@ async def test_no_first_token_in_time_is_a_generation_timeout(fake: FakeOllama) 
 
 async def test_silence_after_some_tokens_is_an_idle_timeout(fake: FakeOllama) -> None:
     fake.stall_after = 2
-    model = backend(fake, idle_timeout=0.3)
     try:
-        deltas, error = await drain(model)
+        deltas, error = await drain_once(fake, idle_timeout=0.3)
     finally:
-        await model.aclose()
         fake.release()
 
     assert deltas == ["Hello! ", "I "]
@@ -355,11 +354,7 @@ async def test_silence_after_some_tokens_is_an_idle_timeout(fake: FakeOllama) ->
 async def test_a_slow_stream_within_the_limits_completes(fake: FakeOllama) -> None:
     fake.first_token_delay = 0.1
     fake.token_delay = 0.02
-    model = backend(fake, first_token_timeout=5, idle_timeout=2)
-    try:
-        deltas, error = await drain(model)
-    finally:
-        await model.aclose()
+    deltas, error = await drain_once(fake, first_token_timeout=5, idle_timeout=2)
 
     assert error is None
     assert "".join(deltas) == fake.reply
@@ -367,11 +362,7 @@ async def test_a_slow_stream_within_the_limits_completes(fake: FakeOllama) -> No
 
 async def test_the_first_token_may_take_longer_than_the_idle_limit(fake: FakeOllama) -> None:
     fake.first_token_delay = 0.6  # a model loading
-    model = backend(fake, first_token_timeout=5, idle_timeout=0.2)
-    try:
-        deltas, error = await drain(model)
-    finally:
-        await model.aclose()
+    deltas, error = await drain_once(fake, first_token_timeout=5, idle_timeout=0.2)
 
     assert error is None
     assert "".join(deltas) == fake.reply
@@ -474,11 +465,7 @@ async def test_a_server_that_drops_before_the_first_token_hands_over(
     fake: FakeOllama, fake_b: FakeOllama
 ) -> None:
     fake.close_after = 0
-    model = backend(fake, fake_b)
-    try:
-        deltas, error = await drain(model)
-    finally:
-        await model.aclose()
+    deltas, error = await drain_once(fake, fake_b)
 
     assert error is None
     assert "".join(deltas) == fake_b.reply
