@@ -23,5 +23,6 @@ async def stats(ctx: CommandContext) -> None:
     overall = await usage(ctx.store)
     await ctx.reply(
         f"This conversation: {_describe(here)}.\n"
-        f"Overall ({overall.conversations:,} conversations): {_describe(overall)}."
+        f"Overall ({overall.conversations:,} conversation"
+        f"{'' if overall.conversations == 1 else 's'}): {_describe(overall)}."
     )
