@@ -23,9 +23,10 @@ from llamabot.plugin_host import PluginHost
 from llamabot.plugins import CommandContext, JobContext
 from llamabot.reload import ConfigWatcher
 from llamabot.retention import keep_pruning
-from llamabot.router import Router, send_text
+from llamabot.router import Router
 from llamabot.storage.engine import create_engine, upgrade
 from llamabot.storage.history import HistoryStore
+from llamabot.streaming import send_text
 
 if TYPE_CHECKING:
     from llamabot.scheduler import Scheduler
@@ -271,7 +272,7 @@ class Bot:
         self, inbound: Inbound, adapter: Adapter, resolved: Resolved, plugin: str | None
     ) -> CommandContext:
         async def reply(text: str) -> None:
-            await send_text(adapter, inbound, text)
+            await send_text(adapter, inbound.channel, text, inbound.message_id)
 
         return CommandContext(
             inbound=inbound,

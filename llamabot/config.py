@@ -207,11 +207,7 @@ class Config(Section):
         for index, binding in enumerate(self.bindings):
             if binding.persona not in self.personas:
                 raise PydanticCustomError(
-                    "dangling_persona",
-                    f"[[bindings]] #{index + 1} ({binding.platform} {binding.channel}) names "
-                    f"persona {binding.persona!r}, which is not defined"
-                    f"{_suggest(binding.persona, names)}; define [personas.{binding.persona}] "
-                    f"or use one of: {', '.join(names)}",
+                    "dangling_persona", _dangling_persona(index, binding.persona, names)
                 )
         return self
 
@@ -343,11 +339,16 @@ def _dangling_personas(data: dict[str, Any], text: str, path: Path) -> list[str]
         if isinstance(persona, str) and persona not in names:
             line = locate_key(text, ("bindings", index, "persona"))
             where = f"{path}:{line}" if line else str(path)
-            found.append(
-                f"{where}: [[bindings]] #{index + 1} names persona {persona!r}, which is not "
-                f"defined{_suggest(persona, names)}; use one of: {', '.join(names)}"
-            )
+            found.append(f"{where}: {_dangling_persona(index, persona, names)}")
     return found
+
+
+def _dangling_persona(index: int, persona: str, names: list[str]) -> str:
+    return (
+        f"[[bindings]] #{index + 1} names persona {persona!r}, which is not defined"
+        f"{_suggest(persona, names)}; define [personas.{persona}] or use one of: "
+        f"{', '.join(names)}"
+    )
 
 
 def load_config(path: Path) -> Config:

@@ -245,13 +245,8 @@ class JobContext:
     async def send(
         self, channel: ChannelRef, text: str, *, reply_to: str | None = None
     ) -> SentMessage | None:
-        """Post in a conversation unprompted; ``None`` when it could not be delivered.
-
-        ``reply_to`` is best effort: when the platform refuses it (the message was
-        deleted meanwhile), the text is sent without it.
-        """
-        from llamabot.adapters.base import DeliveryError
-        from llamabot.streaming import split_message
+        """Post in a conversation unprompted; ``None`` when it could not be delivered."""
+        from llamabot.streaming import send_text
 
         adapter = next((a for a in self.bot.adapters if a.platform == channel.platform), None)
         if adapter is None:
@@ -259,20 +254,7 @@ class JobContext:
                 "no %s adapter is running; a post to %s is dropped", channel.platform, channel.key
             )
             return None
-        first: SentMessage | None = None
-        try:
-            for piece in split_message(text, adapter.limits.max_chars):
-                if first is None and reply_to is not None:
-                    try:
-                        first = await adapter.send(channel, piece, reply_to=reply_to)
-                        continue
-                    except DeliveryError as exc:
-                        log.info("replying in %s failed (%s); posting instead", channel.key, exc)
-                sent = await adapter.send(channel, piece)
-                first = first or sent
-        except DeliveryError as exc:
-            log.warning("could not post in %s: %s", channel.key, exc)
-        return first
+        return await send_text(adapter, channel, text, reply_to)
 
     def mention(self, platform: str, user_id: str, name: str) -> str:
         """How to name a person so the platform notifies them.

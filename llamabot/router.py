@@ -13,13 +13,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from llamabot.adapters.base import Adapter, DeliveryError
+from llamabot.adapters.base import Adapter
 from llamabot.config import Config, Resolved
 from llamabot.conversation import Conversation
 from llamabot.events import Inbound
 from llamabot.plugin_host import PluginHost
 from llamabot.plugins import Command, CommandContext, UsageError
-from llamabot.streaming import split_message
+from llamabot.streaming import send_text
 
 log = logging.getLogger(__name__)
 
@@ -220,15 +220,4 @@ class Router:
                     log.exception("reply hook of plugin %s failed", plugin.name)
 
     async def _notice(self, inbound: Inbound, adapter: Adapter, text: str) -> None:
-        await send_text(adapter, inbound, text)
-
-
-async def send_text(adapter: Adapter, inbound: Inbound, text: str) -> None:
-    """Send a short text (a notice or a command's answer) in reply to ``inbound``."""
-    try:
-        for index, piece in enumerate(split_message(text, adapter.limits.max_chars)):
-            await adapter.send(
-                inbound.channel, piece, reply_to=inbound.message_id if index == 0 else None
-            )
-    except DeliveryError as exc:
-        log.warning("could not answer in %s: %s", inbound.channel.key, exc)
+        await send_text(adapter, inbound.channel, text, inbound.message_id)

@@ -94,6 +94,26 @@ def split_message(text: str, limit: int) -> list[str]:
     return pieces
 
 
+async def send_text(
+    adapter: Adapter, to: ChannelRef, text: str, reply_to: str | None = None
+) -> SentMessage | None:
+    """Send a whole text at once (a notice, a command's answer, a reminder).
+
+    It is split at the platform's limit; the first piece replies to ``reply_to``. Returns
+    the first message, or ``None`` when the platform refused (logged, not raised). A
+    reply to a message deleted meanwhile is the adapter's to handle: both platforms
+    then post without the reply.
+    """
+    first: SentMessage | None = None
+    try:
+        for piece in split_message(text, adapter.limits.max_chars):
+            sent = await adapter.send(to, piece, reply_to=reply_to if first is None else None)
+            first = first or sent
+    except DeliveryError as exc:
+        log.warning("could not post in %s: %s", to.key, exc)
+    return first
+
+
 class ReplyStream:
     """Streams one reply to one channel through an adapter.
 

@@ -70,7 +70,7 @@ def thread_counts(threads: int) -> tuple[int, int]:
 
     ``0`` reads the prompt on every core but generates on one fewer: llama.cpp's threads
     spin while they wait, and the bot's event loop (streaming, heartbeats, other chats)
-    needs a core of its own. On 2 cores that streamed 101% of raw llama.cpp's tokens/s
+    needs a core of its own. On 2 cores that streamed 97-99% of raw llama.cpp's tokens/s
     through the bot, against 89% with both cores generating (bench/bench_embedded.py).
     """
     if threads > 0:
