@@ -8,11 +8,14 @@ however large the history is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+import tempfile
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +59,34 @@ class Window:
     exchanges: list[Exchange] = field(default_factory=list)
 
 
+KEY_FILE = ".llamabot-export-key"
+
+
+def _create_secret(path: Path) -> None:
+    """Write a new secret to ``path``: readable by the owner only from its first byte.
+
+    The secret is written to a private temporary file (mkstemp creates it 0600) and
+    linked into place, so the file never exists with default permissions or half
+    written, and two exports starting at once agree on one secret.
+    """
+    fd, temporary = tempfile.mkstemp(prefix=f"{KEY_FILE}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(secrets.token_hex(32))
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another export created it a moment ago: keep theirs
+        except OSError:
+            # A file system without hard links; a rename is atomic too.
+            os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
 class Pseudonyms:
     """Stable pseudonyms for user ids: a keyed hash with a secret kept beside bot.toml."""
 
@@ -65,10 +96,9 @@ class Pseudonyms:
     @classmethod
     def beside(cls, config_path: Path) -> Pseudonyms:
         """Load (or create, once) the secret file next to bot.toml."""
-        path = config_path.parent / ".llamabot-export-key"
+        path = config_path.parent / KEY_FILE
         if not path.exists():
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
+            _create_secret(path)
         return cls(bytes.fromhex(path.read_text().strip()))
 
     def __call__(self, value: str) -> str:
@@ -76,7 +106,7 @@ class Pseudonyms:
         return f"user-{digest[:12]}"
 
 
-async def _rows(engine: AsyncEngine, where: ExportFilter) -> AsyncIterator[Any]:
+async def _rows(engine: AsyncEngine, where: ExportFilter) -> AsyncGenerator[Any]:
     query = (
         select(
             Conversation.key,
@@ -103,32 +133,33 @@ async def _rows(engine: AsyncEngine, where: ExportFilter) -> AsyncIterator[Any]:
 
 async def windows(
     engine: AsyncEngine, where: ExportFilter, max_messages: int
-) -> AsyncIterator[Window]:
+) -> AsyncGenerator[Window]:
     """Complete exchanges grouped into windows of at most ``max_messages`` turns."""
     current: Window | None = None
     pending: list[tuple[str, str | None, str | None]] = []
-    async for row in _rows(engine, where):
-        key, is_private, role, content, name, author_id, persona, status = row
-        persona = persona or ""
-        if current is not None and (current.key != key or current.persona != persona):
-            if current.exchanges:
+    async with contextlib.aclosing(_rows(engine, where)) as rows:
+        async for row in rows:
+            key, is_private, role, content, name, author_id, persona, status = row
+            persona = persona or ""
+            if current is not None and (current.key != key or current.persona != persona):
+                if current.exchanges:
+                    yield current
+                current = None
+                pending = []
+            if role == "user":
+                pending.append((content, name, author_id))
+                continue
+            if role != "assistant" or status != "ok" or not pending:
+                pending = []  # a failed reply takes its unanswered question with it
+                continue
+            if current is None:
+                current = Window(key, persona, group=not is_private)
+            turns = sum(len(e.users) + 1 for e in current.exchanges)
+            if current.exchanges and turns + len(pending) + 1 > max_messages:
                 yield current
-            current = None
+                current = Window(key, persona, current.group)
+            current.exchanges.append(Exchange(pending, content))
             pending = []
-        if role == "user":
-            pending.append((content, name, author_id))
-            continue
-        if role != "assistant" or status != "ok" or not pending:
-            pending = []  # a failed reply takes its unanswered question with it
-            continue
-        if current is None:
-            current = Window(key, persona, group=not is_private)
-        turns = sum(len(e.users) + 1 for e in current.exchanges)
-        if current.exchanges and turns + len(pending) + 1 > max_messages:
-            yield current
-            current = Window(key, persona, current.group)
-        current.exchanges.append(Exchange(pending, content))
-        pending = []
     if current is not None and current.exchanges:
         yield current
 
@@ -191,13 +222,17 @@ async def export(
 ) -> int:
     """Write JSONL to ``out``; returns the number of records written."""
     written = 0
-    async for window in windows(engine, where, config.history.max_messages):
-        if where.persona and window.persona != where.persona:
-            continue
-        persona = config.personas.get(window.persona)
-        system = persona.prompt if persona else config.personas[config.bot.default_persona].prompt
-        for record in render(window, fmt, system, pseudonym):
-            out.write(json.dumps(record, ensure_ascii=False))
-            out.write("\n")
-            written += 1
+    # Closed on the spot, also when writing fails (a reader closed the pipe): the open
+    # database cursor must not outlive the event loop.
+    async with contextlib.aclosing(windows(engine, where, config.history.max_messages)) as found:
+        async for window in found:
+            if where.persona and window.persona != where.persona:
+                continue
+            persona = config.personas.get(window.persona)
+            default = config.personas[config.bot.default_persona]
+            system = persona.prompt if persona else default.prompt
+            for record in render(window, fmt, system, pseudonym):
+                out.write(json.dumps(record, ensure_ascii=False))
+                out.write("\n")
+                written += 1
     return written

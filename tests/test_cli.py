@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from llamabot.events import ChannelRef
 from llamabot.llm.llamacpp import bundled_model_path
+from llamabot.storage.engine import create_engine, upgrade
+from llamabot.storage.history import HistoryStore, NewMessage
 
 CONFIG = """
 [llm]
@@ -93,3 +97,37 @@ def test_a_missing_bot_toml_says_what_to_do(tmp_path: Path) -> None:
     result = chat(tmp_path / "absent.toml", "")
     assert result.returncode == 1
     assert "--config" in result.stderr and "Traceback" not in result.stderr
+
+
+async def seed_history(database: Path, conversations: int) -> None:
+    """``conversations`` exchanges of 2 kB each, as `llamabot export` finds them."""
+    engine = create_engine(f"sqlite+aiosqlite:///{database}")
+    await upgrade(engine)
+    history = HistoryStore(engine)
+    for number in range(conversations):
+        key = await history.conversation_id(ChannelRef("telegram", str(number), is_private=True))
+        await history.append(
+            key,
+            NewMessage(role="user", content="q" * 1000, tokens=1, author_id="telegram:1"),
+            NewMessage(role="assistant", content="a" * 1000, tokens=1, status="ok"),
+        )
+    await history.aclose()
+    await engine.dispose()
+
+
+def test_export_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text('[storage]\nurl = "sqlite+aiosqlite:///e.db"\n')
+    asyncio.run(seed_history(tmp_path / "e.db", 100))  # ~200 kB: more than a pipe buffers
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llamabot.cli", "export", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()  # what `head -1` reads before it exits
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0, stderr
+    assert first.startswith(b"{")
+    assert stderr == ""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import stat
+import sys
 import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -171,3 +175,29 @@ async def test_export_of_100000_messages_runs_in_bounded_memory(tmp_path: Path) 
     await engine.dispose()
     assert count == sink.lines == 50_000 * 2 // 40  # windows of max_messages = 40 turns
     assert peak < 20 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_the_key_file_is_never_readable_by_others_nor_half_written(tmp_path: Path) -> None:
+    key = tmp_path / ".llamabot-export-key"
+    seen: list[tuple[int, int]] = []  # (mode, size) of the key file at every audited step
+    watching = True
+
+    def watch(event: str, args: tuple[object, ...]) -> None:
+        if watching and event in ("open", "os.chmod", "os.link", "os.rename", "os.remove"):
+            with contextlib.suppress(FileNotFoundError):
+                info = os.stat(key)
+                seen.append((stat.S_IMODE(info.st_mode), info.st_size))
+
+    sys.addaudithook(watch)  # audit hooks cannot be removed; `watching` retires this one
+    old_umask = os.umask(0o022)
+    try:
+        first = Pseudonyms.beside(tmp_path / "bot.toml")
+        again = Pseudonyms.beside(tmp_path / "bot.toml")
+    finally:
+        os.umask(old_umask)
+        watching = False
+    assert seen, "the audit hook saw the key file"
+    assert all(mode == 0o600 and size == 64 for mode, size in seen), seen
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert first("telegram:1") == again("telegram:1")  # the secret is read back, not remade
+    assert [p.name for p in tmp_path.iterdir()] == [key.name]  # no temporary file left behind
