@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from llamabot.events import ChannelRef
 from llamabot.llm.base import GenerationOptions
 from llamabot.tomlpos import locate_key
+from llamabot.tomlsyntax import describe_syntax_error
 
 
 def _as_text(value: object) -> object:
@@ -314,7 +315,7 @@ def parse_config(text: str, path: Path) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, [f"{path}: TOML syntax error: {exc}"]) from None
+        raise ConfigError(path, [describe_syntax_error(exc, text, path)]) from None
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
