@@ -131,3 +131,30 @@ def test_export_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
     assert process.wait(timeout=120) == 0, stderr
     assert first.startswith(b"{")
     assert stderr == ""
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder this user cannot create files in (root may write anywhere it can chmod)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder if not os.access(folder, os.W_OK) else Path("/proc/self")
+
+
+@pytest.mark.parametrize("where", ["missing", "read-only"])
+@pytest.mark.parametrize("command", ["chat", "export", "db"])
+def test_an_unusable_database_folder_is_one_line_with_the_fix(
+    tmp_path: Path, where: str, command: str
+) -> None:
+    folder = tmp_path / "no-such-folder" if where == "missing" else read_only_folder(tmp_path)
+    config = tmp_path / "bot.toml"
+    config.write_text(f'[storage]\nurl = "sqlite+aiosqlite:///{folder}/bot.db"\n')
+    args = ["upgrade"] if command == "db" else []
+    result = subprocess.run(
+        [sys.executable, "-m", "llamabot.cli", command, *args, "--config", str(config)],
+        input="hi\n", capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert str(folder) in result.stderr
+    assert ("mkdir -p" if where == "missing" else "chmod u+w") in result.stderr

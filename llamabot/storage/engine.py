@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import URL, Connection, Engine, event, inspect, make_url, text
 from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from llamabot.errors import StartupError
+from llamabot.storage.failures import folder_problem, storage_error
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -104,7 +108,28 @@ def _current(connection: Connection) -> str | None:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Migrate the database to ``revision`` (the newest by default)."""
+    """Migrate the database to ``revision`` (the newest by default).
+
+    Raises :class:`StartupError` saying what to fix when the database cannot be opened
+    or written (a missing or read-only folder, a full disk).
+    """
+    _check_folder(engine)
+    try:
+        await _upgrade_to(engine, revision)
+    except (OperationalError, OSError) as exc:
+        log.debug("opening the database failed", exc_info=True)
+        raise storage_error(engine.url.render_as_string(), exc) from None
+
+
+def _check_folder(engine: AsyncEngine) -> None:
+    # Checked before connecting: aiosqlite's worker thread outlives a failed connect and
+    # then reports to an event loop that may be closed by then (a second traceback).
+    problem = folder_problem(engine.url.render_as_string(hide_password=False))
+    if problem is not None:
+        raise StartupError(problem)
+
+
+async def _upgrade_to(engine: AsyncEngine, revision: str) -> None:
     if revision == "head":
         async with engine.connect() as connection:
             if await connection.run_sync(_current) == SCHEMA_REVISION:
@@ -119,8 +144,12 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The revision the database is at (``None`` when never migrated)."""
-    async with engine.connect() as connection:
-        return await connection.run_sync(_current)
+    _check_folder(engine)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(_current)
+    except (OperationalError, OSError) as exc:
+        raise storage_error(engine.url.render_as_string(), exc) from None
 
 
 def head_revision() -> str | None:
