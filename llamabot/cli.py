@@ -81,14 +81,14 @@ async def _chat(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from llamabot.app import Bot
+    from llamabot.preflight import startup_problems
 
     path = _config_path(args)
     config = load_config(path)
-    if not (config.discord.enabled or config.telegram.enabled):
-        return _fail(
-            f"no platform is enabled in {path}; set [discord] enabled = true or "
-            "[telegram] enabled = true, or talk to the bot in the terminal with `llamabot chat`"
-        )
+    problems = startup_problems(config, path)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -101,3 +101,33 @@ async def test_a_missing_token_stops_the_start_with_the_variable_to_set(tmp_path
     assert process.returncode == 1
     assert "NO_SUCH_TOKEN_VAR" in stderr.decode()
     assert "Traceback" not in stderr.decode()
+
+
+async def test_every_start_up_problem_is_reported_at_once_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        '[storage]\nurl = "sqlite+aiosqlite:///bot.db"\n'
+        '[llm]\nbackend = "embedded"\n[llm.embedded]\nmodel_path = "absent.gguf"\n'
+        '[discord]\nenabled = true\ntoken_env = "NO_DISCORD_TOKEN_VAR"\n'
+        '[telegram]\nenabled = true\ntoken_env = "NO_TELEGRAM_TOKEN_VAR"\nmode = "webhook"\n'
+        'webhook_url = "https://example.org/hook"\nsecret_token_env = "NO_SECRET_VAR"\n'
+    )
+    unset = ("NO_DISCORD_TOKEN_VAR", "NO_TELEGRAM_TOKEN_VAR", "NO_SECRET_VAR")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "llamabot.cli", "run", "--config", str(config),
+        stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        _, stderr = await process.communicate()
+    log = stderr.decode()
+    assert process.returncode == 1
+    assert "Traceback" not in log
+    for variable in unset:
+        assert variable in log
+    assert "absent.gguf" in log
+    lines = log.splitlines()
+    assert len(lines) == 4 and all(line.startswith(f"{config}:") for line in lines), log
+    assert not (tmp_path / "bot.db").exists()  # nothing was migrated before the report
