@@ -118,6 +118,10 @@ class Bot:
             raise RuntimeError("the bot has not started")
         return self._router.submit(inbound, adapter)
 
+    def interrupt(self, key: str) -> bool:
+        """Stop the reply being written in conversation ``key``; whether there was one."""
+        return self._router is not None and self._router.interrupt(key)
+
     def command_specs(self) -> list[CommandSpec]:
         """The commands to advertise in a platform's menu."""
         if self._plugins is None:

@@ -73,9 +73,9 @@ async def _chat(args: argparse.Namespace) -> int:
 
     path = _config_path(args)
     config = load_config(path)
-    console = ConsoleAdapter(args.channel, bot_name=config.bot.name)
-    async with Bot(config, config_path=path, adapters=[console]):
-        await console.chat()
+    console = ConsoleAdapter(args.channel, bot_name=config.bot.name, jsonl=args.jsonl)
+    async with Bot(config, config_path=path, adapters=[console]) as bot:
+        await console.chat(history=bot.store)
     return 0
 
 
@@ -252,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", "start every enabled platform and run until Ctrl-C / SIGTERM")
     chat = add("chat", "chat with the bot in this terminal (reads lines when piped)")
     chat.add_argument("--channel", default="local", help="console channel name (default: local)")
+    chat.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="one JSON object per reply (text, status, tokens, seconds), for scripts",
+    )
     add("check", "validate bot.toml and print a summary")
     db = add("db", "database maintenance")
     db.add_argument("db_command", choices=["upgrade", "current", "prune"])

@@ -70,6 +70,19 @@ class Router:
             lane.worker = asyncio.create_task(self._work(key, lane), name=f"lane:{key}")
         return done
 
+    def interrupt(self, key: str) -> bool:
+        """Stop the message being handled in conversation ``key`` (Ctrl-C in the terminal).
+
+        Cancels the lane's worker, so the reply takes the shutdown path: what was written
+        is kept and stored as ``interrupted``. Messages queued behind it are dropped.
+        Returns whether there was anything to stop.
+        """
+        lane = self._lanes.get(key)
+        if lane is None or lane.worker is None or lane.worker.done():
+            return False
+        lane.worker.cancel()
+        return True
+
     async def wait_idle(self) -> None:
         """Wait until every queued message has been handled."""
         await self._idle.wait()

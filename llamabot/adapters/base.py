@@ -56,6 +56,10 @@ class BotHandle(Protocol):
         """The commands a platform should advertise in its menu."""
         ...
 
+    def interrupt(self, key: str) -> bool:
+        """Stop the reply being written in conversation ``key`` (kept as ``interrupted``)."""
+        ...
+
 
 class Adapter(Protocol):
     """A chat platform. It turns platform events into ``Inbound`` and sends replies."""

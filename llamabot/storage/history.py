@@ -20,6 +20,17 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """What was stored about a message: enough to report how a reply went."""
+
+    id: int
+    role: str
+    status: str
+    tokens: int
+    reply_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
     """A stored message as the history window returns it."""
 
@@ -252,6 +263,18 @@ class HistoryStore:
             await conn.run_sync(_vacuum_incrementally)
             await conn.commit()
             await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def last_message(self, conversation_id: int) -> StoredMessage | None:
+        """The newest message of a conversation (``None`` when it has none)."""
+        query = (
+            select(Message.id, Message.role, Message.status, Message.tokens, Message.reply_ms)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return StoredMessage(*row) if row is not None else None
 
     async def count(self, conversation_id: int | None = None) -> int:
         """How many messages are stored (in one conversation, or in all)."""
