@@ -89,9 +89,9 @@ EmbeddedModel.load = classmethod(load)
 
 Console = llamabot.adapters.console.ConsoleAdapter
 original_chat = Console.chat
-async def chat(self):
+async def chat(self, *args, **kwargs):
     marks["ready"] = time.monotonic()
-    return await original_chat(self)
+    return await original_chat(self, *args, **kwargs)
 Console.chat = chat
 
 def report():

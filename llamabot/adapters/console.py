@@ -82,7 +82,9 @@ class ConsoleAdapter:
         self._bot: BotHandle | None = None
         self._ids = itertools.count(1)
         self._shown: dict[str, str] = {}
-        self._answering = False  # a line of the person's is being handled
+        self._reading = False  # waiting for the person's next line
+        self._answering = False  # handling a line of the person's
+        self._unprompted: set[str] = set()
         self._interrupted = False
         self._last_char = "\n"
         self._output_closed = False
@@ -103,7 +105,8 @@ class ConsoleAdapter:
 
     async def send(self, to: ChannelRef, text: str, reply_to: str | None = None) -> SentMessage:
         message_id = str(next(self._ids))
-        if not self._answering:
+        if self._reading:
+            self._unprompted.add(message_id)
             self._say_unprompted(text)
             return SentMessage(to, message_id)
         if self._shown and not self._jsonl:
@@ -117,8 +120,8 @@ class ConsoleAdapter:
     async def edit(self, sent: SentMessage, text: str) -> None:
         shown = self._shown.get(sent.message_id, "")
         self._shown[sent.message_id] = text
-        if not self._answering:
-            return  # an unprompted message was printed whole; nothing streams into it
+        if sent.message_id in self._unprompted:
+            return  # it was printed whole, above the prompt or as a block of its own
         self._write_reply(text[len(shown) :] if text.startswith(shown) else "\n" + text)
 
     async def typing(self, to: ChannelRef) -> None:
@@ -221,7 +224,7 @@ class ConsoleAdapter:
         if self._bot is None:
             raise RuntimeError("start the adapter before chatting")
         if not self._interactive:
-            while (line := await self._read_piped()) is not None:
+            while (line := await self._next_line()) is not None:
                 if line.strip():
                     await self._answer(line, history)
                 if self._output_closed:
@@ -232,9 +235,17 @@ class ConsoleAdapter:
             f"/help for commands; Ctrl-C stops a reply; Ctrl-D quits.{_RESET}\n"
         )
         with self._terminal_session():
-            while (line := await self._prompt()) is not None:
+            while (line := await self._next_line()) is not None:
                 if line.strip():
                     await self._answer(line, history)
+
+    async def _next_line(self) -> str | None:
+        """The person's next line; what the bot sends meanwhile answers none of theirs."""
+        self._reading = True
+        try:
+            return await (self._prompt() if self._interactive else self._read_piped())
+        finally:
+            self._reading = False
 
     @contextlib.contextmanager
     def _terminal_session(self) -> Iterator[None]:
