@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, TextIO
 
-from llamabot.adapters.base import BotHandle, DeliveryError, PlatformLimits
+from llamabot.adapters.base import BotHandle, PlatformLimits
 from llamabot.events import Author, ChannelRef, Inbound, SentMessage
 
 if TYPE_CHECKING:
@@ -155,8 +155,11 @@ class ConsoleAdapter:
             out.write(text)
             out.flush()
         except BrokenPipeError:
+            # The reader went away (`llamabot chat | head`): stop the reply as Ctrl-C
+            # would, quietly; the chat loop then ends.
             self._output_closed = True
-            raise DeliveryError("the output was closed", permanent=True) from None
+            if self._bot is not None:
+                self._bot.interrupt(self._channel.key)
 
     def _write_reply(self, text: str) -> None:
         if self._jsonl or not text:
@@ -238,6 +241,8 @@ class ConsoleAdapter:
             while (line := await self._next_line()) is not None:
                 if line.strip():
                     await self._answer(line, history)
+                if self._output_closed:
+                    raise BrokenPipeError("the output was closed")
 
     async def _next_line(self) -> str | None:
         """The person's next line; what the bot sends meanwhile answers none of theirs."""
