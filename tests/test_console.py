@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -273,3 +274,39 @@ async def test_piped_chat_into_a_closed_pipe_ends_quietly(config: Path) -> None:
     assert first.startswith(b"First line")
     assert status == 0, stderr.decode()
     assert stderr == b""  # no traceback, no warning: the reader simply went away
+
+
+NOISY_PLUGIN = """
+import asyncio
+import logging
+import signal
+
+from llamabot.plugins import Plugin
+
+plugin = Plugin("noisy")
+
+
+@plugin.on_start
+async def start(ctx):
+    # The test's way to make the bot log while the person types: SIGUSR1.
+    log = logging.getLogger("noisy")
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGUSR1, lambda: log.warning("a warning from the bot")
+    )
+"""
+
+
+async def test_a_log_line_while_typing_prints_above_the_prompt(config: Path) -> None:
+    (config.parent / "plugins").mkdir()
+    (config.parent / "plugins" / "noisy.py").write_text(NOISY_PLUGIN)
+    terminal = Terminal(config)
+    await terminal.wait_for("you:")
+    terminal.type("half typed")
+    await terminal.wait_for("half typed")
+    terminal.child.kill(signal.SIGUSR1)
+    await terminal.wait_for("a warning from the bot\\r?\\n")
+    await terminal.wait_for("you: half typed")  # the prompt is drawn again below it
+    terminal.ctrl_c()
+    await terminal.wait_for("Ctrl-C again.*you:")
+    terminal.ctrl_d()
+    assert await terminal.exit_status() == 0

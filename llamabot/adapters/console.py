@@ -21,6 +21,7 @@ import contextlib
 import getpass
 import itertools
 import json
+import logging
 import re
 import signal
 import sys
@@ -50,6 +51,28 @@ def readable(line: str) -> str:
     Terminals hand undecodable bytes over as surrogate escapes; they cannot be stored.
     """
     return line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def _logs_through(stream: TextIO) -> Iterator[None]:
+    """Send log lines meant for the real stderr to ``stream`` for a while.
+
+    Logging's handlers hold the stderr of start-up; inside ``patch_stdout`` a warning
+    must go through prompt_toolkit's proxy too, or it lands on the prompt line.
+    """
+    original = sys.__stderr__
+    swapped = [
+        handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.StreamHandler) and handler.stream is original
+    ]
+    for handler in swapped:
+        handler.setStream(stream)
+    try:
+        yield
+    finally:
+        for handler in swapped:
+            handler.setStream(original)
 
 
 class ConsoleAdapter:
@@ -269,7 +292,7 @@ class ConsoleAdapter:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
         try:
-            with patch_stdout(raw=True):
+            with patch_stdout(raw=True), _logs_through(sys.stderr):
                 yield
         finally:
             loop.remove_signal_handler(signal.SIGINT)
