@@ -83,8 +83,27 @@ def _string_start(text: str, line: int, column: int) -> tuple[int, int]:
     if triple >= 0 and text.count('"""') % 2 + text.count("'''") % 2:
         # A multi-line string runs to the end of the file: it opens at the last """.
         return text.count("\n", 0, triple) + 1, triple - (text.rfind("\n", 0, triple) + 1) + 1
-    quote = max(before.rfind('"'), before.rfind("'"))
-    return (line, quote + 1) if quote >= 0 else (line, column)
+    quote = _unclosed_quote(before)
+    return (line, quote + 1) if quote is not None else (line, column)
+
+
+def _unclosed_quote(source: str) -> int | None:
+    """The index of the quote that opens a string ``source`` never closes."""
+    opened: int | None = None
+    escaped = False
+    for index, char in enumerate(source):
+        if opened is None:
+            if char == "#":
+                return None
+            if char in "\"'":
+                opened = index
+        elif escaped:
+            escaped = False
+        elif char == "\\" and source[opened] == '"':
+            escaped = True
+        elif char == source[opened]:
+            opened = None
+    return opened
 
 
 def _open_array(text: str, line: int) -> tuple[int, int] | None:

@@ -41,3 +41,8 @@ def test_other_syntax_errors_keep_tomllibs_words_in_the_same_form() -> None:
     found = problem("[bot]\nname = 1 2\n")
     assert found.startswith("bot.toml:2:10: ")
     assert "expected newline" in found
+
+
+def test_an_unclosed_string_is_shown_where_it_opens() -> None:
+    found = problem('[bot]\nname = "it\'s \\"quoted\\" text\nadmins = []\n')
+    assert found.startswith("bot.toml:2:8: unclosed string"), found
