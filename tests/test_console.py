@@ -175,10 +175,15 @@ async def test_ctrl_c_at_the_prompt_clears_the_line_and_a_second_one_quits(
     terminal.ctrl_c()
     await terminal.wait_for("Ctrl-C again")
     await terminal.wait_for("you:")
+    terminal.type("second thoughts")  # typed after the first Ctrl-C: only cleared again
+    await terminal.wait_for("second thoughts")
+    terminal.ctrl_c()
+    await terminal.wait_for("Ctrl-C again")
+    await terminal.wait_for("you:")
     terminal.ctrl_c()
     assert await terminal.exit_status() == 0
     assert terminal.transcript.endswith("\n")
-    assert stored(config) == []  # the cleared line was never sent
+    assert stored(config) == []  # the cleared lines were never sent
 
 
 async def test_a_reminder_arriving_while_typing_prints_above_the_prompt(config: Path) -> None:

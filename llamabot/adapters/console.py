@@ -132,7 +132,7 @@ class ConsoleAdapter:
             self._unprompted.add(message_id)
             self._say_unprompted(text)
             return SentMessage(to, message_id)
-        if self._shown and not self._jsonl:
+        if self._answering and self._shown and not self._jsonl:
             self._write_reply("\n")  # a second message answering the same line
         self._shown[message_id] = text
         if self._interactive:
@@ -232,7 +232,8 @@ class ConsoleAdapter:
             except EOFError:
                 return None
             except KeyboardInterrupt:
-                if armed:
+                # Ctrl-C clears the line; pressed again on the empty line, it quits.
+                if armed and not self._session.default_buffer.text:
                     return None
                 armed = True
                 self._write(f"{_DIM}(Ctrl-C again or Ctrl-D to quit){_RESET}\n")
