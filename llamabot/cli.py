@@ -281,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, quiet=args.command in ("chat", "check", "doctor", "plugins"))
     try:
-        return asyncio.run(COMMANDS[args.command](args))
+        status = asyncio.run(COMMANDS[args.command](args))
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return status
     except ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 1

@@ -158,3 +158,23 @@ def test_an_unusable_database_folder_is_one_line_with_the_fix(
     assert result.stderr.count("\n") == 1, result.stderr
     assert str(folder) in result.stderr
     assert ("mkdir -p" if where == "missing" else "chmod u+w") in result.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "plugins", "db", "export"])
+def test_every_command_printing_into_a_closed_pipe_ends_quietly(
+    tmp_path: Path, command: str
+) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text('[storage]\nurl = "sqlite+aiosqlite:///e.db"\n')
+    asyncio.run(seed_history(tmp_path / "e.db", 2))
+    args = ["current"] if command == "db" else []
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llamabot.cli", command, *args, "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the first line (`| head -0`)
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
