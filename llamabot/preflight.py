@@ -49,14 +49,20 @@ def startup_problems(config: Config, path: Path) -> list[str]:
     if telegram.enabled and telegram.mode == "webhook":
         if not telegram.webhook_url:
             problems.append(
-                f'{at("telegram", "mode")}: [telegram] mode = "webhook" needs webhook_url: '
+                f'{at("telegram", "webhook_url")}: [telegram] mode = "webhook" needs webhook_url: '
                 "the public HTTPS URL Telegram should post updates to"
             )
-        if not _env(telegram.secret_token_env):
+        secret_env = telegram.secret_token_env
+        secret = os.environ.get(secret_env, "")  # used as is, like the adapter does
+        where = at("telegram", "secret_token_env")
+        if secret and not _valid_webhook_secret(secret):
             problems.append(
-                f"{at('telegram', 'mode')}: Telegram webhook mode needs the environment "
-                f"variable {telegram.secret_token_env}: a secret of 1-256 letters, digits, "
-                "_ or -, which Telegram sends with every update"
+                f"{where}: the secret in {secret_env} may only hold 1-256 letters, digits, _ or -"
+            )
+        if not secret:
+            problems.append(
+                f"{where}: Telegram webhook mode needs the environment variable {secret_env}: "
+                "a secret of 1-256 letters, digits, _ or -, which Telegram sends with every update"
             )
     storage = folder_problem(resolve_storage_url(config.storage.url, path))
     if storage is not None:
@@ -70,6 +76,12 @@ def startup_problems(config: Config, path: Path) -> list[str]:
 
 def _env(name: str) -> str:
     return os.environ.get(name, "").strip()
+
+
+def _valid_webhook_secret(secret: str) -> bool:
+    from llamabot.adapters.telegram import SECRET_TOKEN
+
+    return SECRET_TOKEN.fullmatch(secret) is not None
 
 
 def _model_file_problem(config: Config, path: Path) -> str | None:
