@@ -134,6 +134,36 @@ def stored(config: Path) -> list[tuple[str, str, str]]:
         db.close()
 
 
+SIGNAL_PLUGIN = """
+import asyncio
+import logging
+import signal
+
+from llamabot.events import ChannelRef
+from llamabot.plugins import Plugin
+
+plugin = Plugin("signals")
+
+
+@plugin.on_start
+async def start(ctx):
+    # The test's way to make the bot speak while the person types: a signal.
+    loop = asyncio.get_running_loop()
+    log = logging.getLogger("signals")
+    console = ChannelRef(platform="console", chat_id="local", is_private=True)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("a warning from the bot"))
+    loop.add_signal_handler(
+        signal.SIGUSR2, lambda: loop.create_task(ctx.send(console, "stretch your legs"))
+    )
+"""
+
+
+def with_signal_plugin(config: Path) -> None:
+    """A plugin beside bot.toml: SIGUSR1 logs a warning, SIGUSR2 posts a message."""
+    (config.parent / "plugins").mkdir()
+    (config.parent / "plugins" / "signals.py").write_text(SIGNAL_PLUGIN)
+
+
 async def test_ctrl_c_stops_the_reply_keeps_what_was_said_and_the_prompt_returns(
     config: Path, ollama: FakeOllama
 ) -> None:
@@ -186,17 +216,19 @@ async def test_ctrl_c_at_the_prompt_clears_the_line_and_a_second_one_quits(
     assert stored(config) == []  # the cleared lines were never sent
 
 
-async def test_a_reminder_arriving_while_typing_prints_above_the_prompt(config: Path) -> None:
+async def test_a_message_arriving_while_typing_prints_above_the_prompt(
+    config: Path,
+) -> None:
+    with_signal_plugin(config)
     terminal = Terminal(config)
     await terminal.wait_for("you:")
-    terminal.enter("/remind 1s stretch your legs")
-    await terminal.wait_for("Reminder .*you:")
     terminal.type("half typed")
     await terminal.wait_for("half typed")
+    terminal.child.kill(signal.SIGUSR2)  # the bot posts on its own, as a reminder does
     await terminal.wait_for("stretch your legs\r?\n")
-    # Below the reminder, the prompt is drawn again with what was typed so far.
+    # Below the message, the prompt is drawn again with what was typed so far.
     await terminal.wait_for("you: half typed")
-    terminal.enter("")  # send the line typed before the reminder came
+    terminal.enter("")  # send the line typed before the message came
     await terminal.wait_for("The end.")
     await terminal.wait_for("you:")
     terminal.ctrl_d()
@@ -281,29 +313,8 @@ async def test_piped_chat_into_a_closed_pipe_ends_quietly(config: Path) -> None:
     assert stderr == b""  # no traceback, no warning: the reader simply went away
 
 
-NOISY_PLUGIN = """
-import asyncio
-import logging
-import signal
-
-from llamabot.plugins import Plugin
-
-plugin = Plugin("noisy")
-
-
-@plugin.on_start
-async def start(ctx):
-    # The test's way to make the bot log while the person types: SIGUSR1.
-    log = logging.getLogger("noisy")
-    asyncio.get_running_loop().add_signal_handler(
-        signal.SIGUSR1, lambda: log.warning("a warning from the bot")
-    )
-"""
-
-
 async def test_a_log_line_while_typing_prints_above_the_prompt(config: Path) -> None:
-    (config.parent / "plugins").mkdir()
-    (config.parent / "plugins" / "noisy.py").write_text(NOISY_PLUGIN)
+    with_signal_plugin(config)
     terminal = Terminal(config)
     await terminal.wait_for("you:")
     terminal.type("half typed")

@@ -149,6 +149,7 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         async with engine.connect() as connection:
             return await connection.run_sync(_current)
     except (OperationalError, OSError) as exc:
+        log.debug("opening the database failed", exc_info=True)
         raise storage_error(engine.url.render_as_string(), exc) from None
 
 
