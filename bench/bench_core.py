@@ -80,6 +80,12 @@ class InstantModel:
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
+    def served_model(self, requested: str) -> str:
+        return requested
+
+    def set_timeouts(self, first_token_s: float, idle_s: float) -> None:
+        return None
+
     async def context_length(self, model: str) -> int | None:
         return None
 

@@ -108,6 +108,8 @@ class Bot:
         """
         if self._plugins is not None:
             self._plugins.reconfigure(config)
+        if self._model is not None:
+            self._model.set_timeouts(config.llm.first_token_timeout, config.llm.idle_timeout)
         self._config = config
 
     # -- BotHandle, for adapters -----------------------------------------------------

@@ -6,6 +6,7 @@ Defaults live here, once. Every error names the file, line and key, and says wha
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,8 @@ class OllamaSection(Section):
 
 class EmbeddedSection(Section):
     model_path: str = ""
+    # "auto": plain weights on CPUs with AMX, whose llama.cpp kernels crash (weight_buffers.py).
+    weight_buffers: Literal["auto", "extra", "plain"] = "auto"
     n_ctx: int = Field(default=4096, gt=0)
     threads: int = Field(default=0, ge=0)
     instances: int = Field(default=1, ge=1)
@@ -296,6 +299,9 @@ def _describe(error: Any, text: str, path: Path) -> str:
         hint = _suggest(str(loc[-1]), allowed)
         return f"{where}: unknown key {dotted!r}{hint}"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        message += _suggest(str(error["input"]), choices)
     if not loc:
         return f"{where}: {message}"
     return f"{where}: {dotted}: {message}"
