@@ -109,6 +109,9 @@ class NullAdapter:
     async def start(self, bot: Any) -> None:
         return None
 
+    async def stop_receiving(self) -> None:
+        return None
+
     async def stop(self) -> None:
         return None
 

@@ -130,6 +130,8 @@ class DiscordSection(Section):
     allow_dms: bool = True
     ignore_bots: bool = True
     edit_interval: float = Field(default=1.0, gt=0)
+    # How long a reply that cannot reach Discord is retried before it is given up.
+    delivery_retry_s: float = Field(default=60.0, ge=0)
 
 
 class TelegramSection(Section):
@@ -143,6 +145,8 @@ class TelegramSection(Section):
     secret_token_env: str = "TELEGRAM_WEBHOOK_SECRET"
     allowed_users: list[Id] = Field(default_factory=list)
     edit_interval: float = Field(default=1.0, gt=0)
+    # How long a reply that cannot reach Telegram is retried before it is given up.
+    delivery_retry_s: float = Field(default=60.0, ge=0)
 
 
 class PluginsSection(BaseModel):

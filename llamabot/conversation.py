@@ -70,6 +70,13 @@ class Conversation:
             config.history.max_messages,
             budget,
         )
+        if turns is None:
+            log.info(
+                "message %s in %s was taken before; not answering it again",
+                inbound.message_id,
+                channel.key,
+            )
+            return None
         messages = [ChatMessage("system", persona.prompt), *self._as_messages(turns, channel)]
 
         reply = ReplyStream(adapter, channel, inbound.message_id)

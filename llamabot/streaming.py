@@ -20,6 +20,9 @@ from llamabot.events import ChannelRef, SentMessage
 log = logging.getLogger(__name__)
 
 FENCE = "```"
+RESTART_NOTICE = "[interrupted: the bot is restarting]"
+# How long, at stop, telling a person their reply was cut may take.
+NOTICE_TIMEOUT_S = 5.0
 _SENTENCE_END = re.compile(r"[.!?…][)\]\"'»]*\s+")
 
 
@@ -179,14 +182,28 @@ class ReplyStream:
         finally:
             await self._stop_typing()
 
-    async def cancel(self) -> None:
-        """Stop without bringing the platform up to date (the bot is shutting down)."""
-        self._finished = True
+    async def cancel(self, notice: str = RESTART_NOTICE) -> None:
+        """The bot is stopping: end the reply with ``notice`` where the person sees it.
+
+        Whatever was written so far stays; the notice is appended to it (or sent alone
+        when nothing was). Delivering it may take up to ``NOTICE_TIMEOUT_S``.
+        """
         for task in (self._pump_task, self._typing_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        self._pump_task = self._typing_task = None
+        if self._finished or self.delivery_failed is not None:
+            return
+        self._finished = True
+        self._text += f"\n\n{notice}" if self._text.strip() else notice
+        try:
+            async with asyncio.timeout(NOTICE_TIMEOUT_S):
+                self._dirty.set()
+                await self._pump()
+        except TimeoutError:
+            log.warning("could not tell %s that the reply was interrupted", self._to.key)
 
     async def _keep_typing(self) -> None:
         interval = self._limits.typing_interval_s or 5.0

@@ -538,6 +538,9 @@ class _NoBot:
     def submit(self, inbound: object, adapter: object) -> asyncio.Future[None]:
         raise AssertionError("no message expected")
 
+    async def accept(self, inbound: object, adapter: object) -> None:
+        raise AssertionError("no message expected")
+
     def command_specs(self) -> list[object]:
         return []
 

@@ -479,6 +479,9 @@ class StubHandle:
         done.set_result(None)
         return done
 
+    async def accept(self, inbound: Inbound, adapter: object) -> None:
+        self.submit(inbound, adapter)
+
     def command_specs(self) -> list[CommandSpec]:
         return [CommandSpec("Not-Valid!", "skipped"), CommandSpec("help", "")]
 

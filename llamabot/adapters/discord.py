@@ -67,9 +67,9 @@ class _Client(discord.Client):
         self.connected.set()
 
     async def on_message(self, message: discord.Message) -> None:
-        # No await before submit: discord.py starts one task per event in arrival order,
-        # so messages reach the router in the order Discord sent them.
-        self._adapter.receive(message)
+        # discord.py starts one task per event in arrival order; the inbox takes them in
+        # that order (one writer thread), so they reach the router in the order sent.
+        await self._adapter.receive(message)
 
 
 class DiscordAdapter:
@@ -193,6 +193,11 @@ class DiscordAdapter:
                 log.error("the Discord connection ended: %s", exc)
             raise
 
+    async def stop_receiving(self) -> None:
+        """Nothing to do: Discord never sends a missed message again, so the gateway stays
+        open until ``stop`` and messages arriving meanwhile wait in the inbox for the next
+        start."""
+
     async def stop(self) -> None:
         """Close the gateway and the HTTP session."""
         client, runner = self._client, self._runner
@@ -213,13 +218,15 @@ class DiscordAdapter:
 
     # -- inbound -------------------------------------------------------------------
 
-    def receive(self, message: discord.Message) -> None:
+    async def receive(self, message: discord.Message) -> None:
         """Hand one gateway message to the bot, if it is one the bot should see."""
         inbound = self.normalize(message)
         if inbound is None or self._bot is None:
             return
-        future = self._bot.submit(inbound, self)
-        future.add_done_callback(_report_failure)
+        try:
+            await self._bot.accept(inbound, self)
+        except Exception:
+            log.exception("could not queue a Discord message in %s", inbound.channel.key)
 
     def normalize(self, message: discord.Message) -> Inbound | None:
         """A discord.Message as llamabot's Inbound; ``None`` for messages to ignore."""
@@ -371,11 +378,3 @@ class DiscordAdapter:
                 exc.text or "Missing Permissions",
             )
         return DeliveryError(f"no permission to post in {to.key}", permanent=True)
-
-
-def _report_failure(future: asyncio.Future[None]) -> None:
-    if future.cancelled():
-        return
-    exc = future.exception()
-    if exc is not None:
-        log.error("handling a Discord message failed", exc_info=exc)
