@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# At stop, how long replies already being written may take to finish.
-DRAIN_TIMEOUT_S = 10.0
-
 
 class Bot:
     """A running llamabot. Use as ``async with Bot(config, ...) as bot:``.
@@ -243,7 +240,7 @@ class Bot:
         # At stop, in this order: no new messages, replies in flight get the grace, the
         # ones still running are cut with a notice, and only then the adapters close.
         self._stack.push_async_callback(router.close)
-        self._stack.push_async_callback(router.drain, DRAIN_TIMEOUT_S)
+        self._stack.push_async_callback(router.drain, config.bot.stop_grace_s)
         for adapter in self._adapters:
             self._stack.push_async_callback(adapter.stop_receiving)
         await self._start_plugins()

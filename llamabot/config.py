@@ -43,6 +43,8 @@ class BotSection(Section):
     admins: list[Id] = Field(default_factory=list)
     timezone: str = "UTC"
     max_message_chars: int = Field(default=16_000, gt=0)
+    # At stop, how long replies already being written may take before they are cut.
+    stop_grace_s: float = Field(default=10.0, ge=0)
 
 
 class OllamaSection(Section):

@@ -58,7 +58,7 @@ TYPING_INTERVAL_S = 4.0  # Telegram shows "typing…" for about 5 s per sendChat
 POLL_TIMEOUT_S = 10
 UPDATE_TYPES = ["message"]
 NETWORK_BACKOFF_S = 0.5
-NETWORK_BACKOFF_MAX_S = 8.0
+NETWORK_BACKOFF_MAX_S = 4.0
 # Telegram's documented limits: about 30 messages a second overall, 20 a minute in a group.
 GLOBAL_RATE = 30
 GROUP_RATE = 20
@@ -75,6 +75,11 @@ REMEMBERED_MESSAGES = 4096
 MAX_IN_FLIGHT = 8
 SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
+# Closing tags and whitespace that end an HTML message; opening tags and whitespace that
+# start one (whitespace inside an opening tag separates its attributes and stays).
+_HTML_TAIL = re.compile(r"(?:\s|</[A-Za-z][A-Za-z0-9-]*>)+$")
+_HTML_HEAD = re.compile(r"^(?:\s|<[A-Za-z][^<>]*>)+")
+_OUTSIDE_TAGS_SPACE = re.compile(r"^\s+|(?<=>)\s+")
 COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@([A-Za-z0-9_]+))?(?=\s|$)")
 # Loggers that may print the token: httpx logs each URL (the token is in its path) and
 # PTB's Bot logs its base URLs at DEBUG. A filter acts only on its own logger, so each.
@@ -576,7 +581,7 @@ class TelegramAdapter:
         fell_back = False
         for body, parse_mode in attempts:
             # Once Telegram refused a message's HTML, its later edits stay plain text.
-            shown = _Shown(body.strip(), parse_mode, plain_only=plain_only or fell_back)
+            shown = _Shown(_as_shown(body, parse_mode), parse_mode, plain_only or fell_back)
             if previous is not None and (previous.body, previous.parse_mode) == (
                 shown.body,
                 shown.parse_mode,
@@ -663,6 +668,17 @@ class TelegramAdapter:
         self._shown.move_to_end(key)
         while len(self._shown) > REMEMBERED_MESSAGES:
             self._shown.popitem(last=False)
+
+
+def _as_shown(body: str, parse_mode: str | None) -> str:
+    """``body`` as Telegram compares it: it trims whitespace around the visible text, also
+    inside the tags that open or close the message (a code block streamed line by line
+    ends in whitespace that is never shown, and an edit adding it is "not modified")."""
+    body = body.strip()
+    if parse_mode != ParseMode.HTML:
+        return body
+    body = _HTML_TAIL.sub(lambda tail: "".join(tail.group(0).split()), body)
+    return _HTML_HEAD.sub(lambda head: _OUTSIDE_TAGS_SPACE.sub("", head.group(0)), body)
 
 
 def _retry_after_seconds(exc: RetryAfter) -> float:
