@@ -557,6 +557,33 @@ async def test_webhook_mode_checks_the_secret_token(
     assert fake.calls_of("getUpdates") == []
 
 
+async def test_webhook_updates_answered_200_survive_a_stop(
+    make_config: MakeConfig, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "s3cret")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    extra = f'mode = "webhook"\nwebhook_url = "{url}"\nport = {port}'
+    config = make_config(
+        "[bot]\nstop_grace_s = 0.2\n"
+        + TOML.format(base_url=fake.base_url, telegram_extra=extra, forum=FORUM)
+    )
+    gate = asyncio.Event()
+    model = ScriptedModel(gate=gate)
+    async with running(config, model, fake):
+        fake.push_message(1001, "first", from_user=ALICE)
+        await model.call_started.wait()
+        follow_up = fake.push_message(1001, "follow-up", from_user=ALICE)
+        await fake.wait_for(lambda: (follow_up.update_id, 200) in fake.webhook_deliveries)
+    gate.set()
+    down = fake.push_message(1001, "while down", from_user=ALICE)
+    await fake.wait_for(lambda: (down.update_id, 0) in fake.webhook_deliveries)
+    async with running(config, model, fake) as bot:
+        await answered(fake, bot, follow_up)
+        await answered(fake, bot, down)
+    assert [c.last_user for c in model.calls[1:]] == ["follow-up", "while down"]
+
+
 # -- set-up errors --------------------------------------------------------------------------
 
 
