@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
+from llamabot.adapters import telegram as telegram_adapter
 from llamabot.adapters.base import BotHandle, CommandSpec
 from llamabot.adapters.telegram import TelegramAdapter
 from llamabot.app import Bot
@@ -451,6 +452,26 @@ async def test_a_reply_is_given_up_after_delivery_retry_s_and_logged_once(
     gave_up = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(gave_up) == 1, [r.getMessage() for r in gave_up]
     assert stored(tmp_path)[-1][:2] == ("assistant", "undelivered")
+
+
+async def test_group_limits_are_kept_ahead_instead_of_drawing_429(
+    make_config: MakeConfig, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Telegram's 20 a minute, scaled down: the adapter allows 2 a second with a burst
+    # of 2, so never more than 4 in any second; the fake refuses a fifth.
+    monkeypatch.setattr(telegram_adapter, "GROUP_RATE", 2)
+    monkeypatch.setattr(telegram_adapter, "GROUP_PERIOD_S", 1.0)
+    fake.group_limit = (4, 1.0)
+    model = ScriptedModel(reply=lambda call: f"answer to {call.last_user}")
+    async with running(telegram_config(make_config, fake), model, fake) as bot:
+        asked = [
+            fake.push_message(GROUP, f"@{BOT} question {i}", from_user=ALICE, chat_type="group")
+            for i in range(6)
+        ]
+        for message in asked:
+            await answered(fake, bot, message)
+    assert [c for c in fake.calls if c.status == 429] == []
+    assert len(fake.bot_messages(GROUP)) == 6
 
 
 async def test_code_block_streamed_line_by_line_draws_no_not_modified(

@@ -356,6 +356,10 @@ class FakeTelegram:
         self.failing: dict[str, list[str]] = {}  # method -> how the next calls fail, in order
         self.outage_until = 0.0  # time.monotonic() before which every request fails
         self.outage_mode = "500"
+        # (count, seconds): a group taking more messages and edits than this in any such
+        # window answers 429, as Telegram does past its group limit.
+        self.group_limit: tuple[int, float] | None = None
+        self._group_calls: dict[int, list[float]] = {}
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(500_000)
         self._message_ids: dict[int, itertools.count[int]] = {}
@@ -582,6 +586,7 @@ class FakeTelegram:
                 return web.Response(status=500)  # never reaches the client
             if fault == "500":
                 raise ApiError(500, "Internal Server Error")
+            self._check_group_limit(method, params)
             pending = self.rate_limited.get(method, 0)
             if pending > 0:
                 self.rate_limited[method] = pending - 1
@@ -603,6 +608,20 @@ class FakeTelegram:
         call.result = result
         self._answered(call)
         return web.json_response({"ok": True, "result": result})
+
+    def _check_group_limit(self, method: str, params: dict[str, Any]) -> None:
+        chat_id = params.get("chat_id")
+        if self.group_limit is None or method not in ("sendMessage", "editMessageText"):
+            return
+        if not isinstance(chat_id, int) or chat_id >= 0:
+            return
+        count, period = self.group_limit
+        now = time.monotonic()
+        recent = [at for at in self._group_calls.get(chat_id, []) if at > now - period]
+        if len(recent) >= count:
+            wait = max(1, int(recent[0] + period - now + 1))
+            raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
+        self._group_calls[chat_id] = [*recent, now]
 
     def _fault(self, method: str) -> str | None:
         if time.monotonic() < self.outage_until:
