@@ -207,9 +207,11 @@ class DiscordAdapter:
             raise
 
     async def stop_receiving(self) -> None:
-        """Nothing to do: Discord never sends a missed message again, so the gateway stays
-        open until ``stop`` and messages arriving meanwhile wait in the inbox for the next
-        start."""
+        """Keep the gateway open until ``stop``.
+
+        Discord never sends a missed message again: one arriving while the bot stops is
+        taken into the inbox and answered at the next start.
+        """
 
     async def stop(self) -> None:
         """Close the gateway and the HTTP session."""
