@@ -149,6 +149,9 @@ class TelegramSection(Section):
     edit_interval: float = Field(default=1.0, gt=0)
     # How long a reply that cannot reach Telegram is retried before it is given up.
     delivery_retry_s: float = Field(default=60.0, ge=0)
+    # Messages and edits sent per second at most, all chats together (Telegram allows
+    # about 30); 0 sends without waiting (a Bot API server without limits).
+    max_messages_per_s: float = Field(default=30.0, ge=0)
 
 
 class PluginsSection(BaseModel):

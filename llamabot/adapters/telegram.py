@@ -59,11 +59,11 @@ POLL_TIMEOUT_S = 10
 UPDATE_TYPES = ["message"]
 NETWORK_BACKOFF_S = 0.5
 NETWORK_BACKOFF_MAX_S = 4.0
-# Telegram's documented limits: about 30 messages a second overall, 20 a minute in a group.
-GLOBAL_RATE = 30
+# Telegram's limit in a group: 20 messages a minute ([telegram] max_messages_per_s is the
+# overall one).
 GROUP_RATE = 20
 GROUP_PERIOD_S = 60.0
-POLL_BACKOFF_MAX_S = 30.0
+POLL_BACKOFF_MAX_S = 10.0
 # At stop, how long confirming the last fetched updates to Telegram may take.
 CONFIRM_TIMEOUT_S = 3.0
 RATE_LIMIT_WAITS = 5
@@ -154,7 +154,8 @@ class TelegramAdapter:
         self._background: set[asyncio.Task[Any]] = set()
         self._shown: OrderedDict[tuple[str, str], _Shown] = OrderedDict()
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-        self._global_limit = AsyncLimiter(GLOBAL_RATE, 1.0)
+        rate = section.max_messages_per_s
+        self._global_limit = AsyncLimiter(rate, 1.0) if rate > 0 else None
         self._group_limits: OrderedDict[int, AsyncLimiter] = OrderedDict()
 
     @property
@@ -604,8 +605,8 @@ class TelegramAdapter:
         raise AssertionError("the plain-text attempt always returns or raises")
 
     async def _throttle(self, chat_id: int) -> None:
-        """Wait for Telegram's limits (30 messages a second, 20 a minute in a group) before
-        a message or an edit leaves, instead of learning them from 429 answers."""
+        """Wait for Telegram's limits (``max_messages_per_s``, 20 a minute in a group)
+        before a message or an edit leaves, instead of learning them from 429 answers."""
         if chat_id < 0:  # groups and channels
             group = self._group_limits.get(chat_id)
             if group is None:
@@ -614,7 +615,8 @@ class TelegramAdapter:
                     self._group_limits.popitem(last=False)
             self._group_limits.move_to_end(chat_id)
             await group.acquire()
-        await self._global_limit.acquire()
+        if self._global_limit is not None:
+            await self._global_limit.acquire()
 
     async def _call(self, method: str, where: str, op: Callable[[], Awaitable[T]]) -> T:
         """Run one Bot API call with Telegram's retry rules; ``BadRequest`` passes through.
