@@ -186,24 +186,23 @@ class ReplyStream:
         """The bot is stopping: end the reply with ``notice`` where the person sees it.
 
         Whatever was written so far stays; the notice is appended to it (or sent alone
-        when nothing was). Delivering it may take up to ``NOTICE_TIMEOUT_S``.
+        when nothing was). A request in flight is let finish rather than cut, so nothing
+        is sent twice; all of it may take up to ``NOTICE_TIMEOUT_S``.
         """
-        for task in (self._pump_task, self._typing_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._pump_task = self._typing_task = None
-        if self._finished or self.delivery_failed is not None:
+        await self._stop_typing()
+        if not self._finished:
+            self._finished = True
+            if self.delivery_failed is None:
+                self._text += f"\n\n{notice}" if self._text.strip() else notice
+            self._dirty.set()
+        pump = self._pump_task
+        if pump is None:
             return
-        self._finished = True
-        self._text += f"\n\n{notice}" if self._text.strip() else notice
         try:
             async with asyncio.timeout(NOTICE_TIMEOUT_S):
-                self._dirty.set()
-                await self._pump()
+                await pump
         except TimeoutError:
-            log.warning("could not tell %s that the reply was interrupted", self._to.key)
+            log.warning("could not tell %s in time that the reply was cut", self._to.key)
 
     async def _keep_typing(self) -> None:
         interval = self._limits.typing_interval_s or 5.0
