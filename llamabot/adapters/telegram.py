@@ -305,7 +305,7 @@ class TelegramAdapter:
                     timeout=POLL_TIMEOUT_S,
                     allowed_updates=UPDATE_TYPES,
                 )
-            except TelegramError as exc:
+            except Exception as exc:  # whatever it was, polling must go on
                 failures += 1
                 self._on_poll_error(exc)
                 await asyncio.sleep(min(NETWORK_BACKOFF_S * 2**failures, POLL_BACKOFF_MAX_S))
@@ -357,8 +357,10 @@ class TelegramAdapter:
             return web.Response(status=500)
         return web.Response(status=200)
 
-    def _on_poll_error(self, exc: TelegramError) -> None:
-        if isinstance(exc, Conflict):
+    def _on_poll_error(self, exc: Exception) -> None:
+        if not isinstance(exc, TelegramError):
+            log.error("Telegram polling failed; retrying with back-off", exc_info=exc)
+        elif isinstance(exc, Conflict):
             log.warning(
                 "Telegram: another program is receiving this bot's updates (%s); only one may",
                 exc,
@@ -605,8 +607,11 @@ class TelegramAdapter:
         raise AssertionError("the plain-text attempt always returns or raises")
 
     async def _throttle(self, chat_id: int) -> None:
-        """Wait for Telegram's limits (``max_messages_per_s``, 20 a minute in a group)
-        before a message or an edit leaves, instead of learning them from 429 answers."""
+        """Wait until Telegram's limits let a message or an edit leave.
+
+        ``max_messages_per_s`` for all chats, 20 a minute in a group: kept ahead, rather
+        than learned from 429 answers.
+        """
         if chat_id < 0:  # groups and channels
             group = self._group_limits.get(chat_id)
             if group is None:
@@ -673,9 +678,12 @@ class TelegramAdapter:
 
 
 def _as_shown(body: str, parse_mode: str | None) -> str:
-    """``body`` as Telegram compares it: it trims whitespace around the visible text, also
-    inside the tags that open or close the message (a code block streamed line by line
-    ends in whitespace that is never shown, and an edit adding it is "not modified")."""
+    """``body`` as Telegram compares it, to skip an edit that would not change anything.
+
+    Telegram trims whitespace around the visible text, also inside the tags that open or
+    close the message: a code block streamed line by line ends in whitespace that is never
+    shown, and an edit adding it draws "message is not modified".
+    """
     body = body.strip()
     if parse_mode != ParseMode.HTML:
         return body
