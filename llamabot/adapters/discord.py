@@ -397,8 +397,10 @@ class DiscordAdapter:
             raise DeliveryError(f"typing indicator failed: {exc}") from None
 
     async def _retrying(self, what: str, to: ChannelRef, op: Callable[[], Awaitable[T]]) -> T:
-        """Run ``op``, retrying network and server failures with back-off for up to
-        ``[discord] delivery_retry_s``; then the last failure is raised."""
+        """Run ``op``, retrying network and server failures with back-off.
+
+        Retries for up to ``[discord] delivery_retry_s``; then the last failure is raised.
+        """
         deadline = time.monotonic() + self._section.delivery_retry_s
         failures = 0
         while True:
