@@ -114,7 +114,10 @@ class Bot:
     # -- BotHandle, for adapters -----------------------------------------------------
 
     def submit(self, inbound: Inbound, adapter: Adapter) -> asyncio.Future[None]:
-        """Queue a message for handling; the future completes once it was handled."""
+        """Queue a message for handling; the future completes once it was handled.
+
+        Not kept across a restart: platform adapters take messages with ``accept``.
+        """
         if self._router is None:
             raise RuntimeError("the bot has not started")
         return self._router.submit(inbound, adapter)

@@ -297,7 +297,7 @@ class TelegramAdapter:
 
     async def _poll(self, app: AnyApplication) -> None:
         """Long-poll for updates; a batch is confirmed by the next call's offset."""
-        failures = 0
+        poll_failures = take_failures = 0
         while True:
             try:
                 updates = await app.bot.get_updates(
@@ -306,19 +306,24 @@ class TelegramAdapter:
                     allowed_updates=UPDATE_TYPES,
                 )
             except Exception as exc:  # whatever it was, polling must go on
-                failures += 1
+                poll_failures += 1
                 self._on_poll_error(exc)
-                await asyncio.sleep(min(NETWORK_BACKOFF_S * 2**failures, POLL_BACKOFF_MAX_S))
+                await asyncio.sleep(_backoff(poll_failures))
                 continue
+            poll_failures = 0
             self._confirmed = self._offset
-            failures = 0
             for update in updates:
                 try:
                     await self._take(update)
-                except Exception:  # the database refused it: fetch it again later
-                    log.exception("could not queue Telegram update %s", update.update_id)
-                    await asyncio.sleep(NETWORK_BACKOFF_S)
+                except Exception as exc:  # the database refused it: fetch it again later
+                    take_failures += 1
+                    if take_failures == 1:
+                        log.exception("could not queue Telegram update %s", update.update_id)
+                    else:
+                        log.debug("could not queue Telegram update %s: %s", update.update_id, exc)
+                    await asyncio.sleep(_backoff(take_failures))
                     break
+                take_failures = 0
                 self._offset = update.update_id + 1
 
     async def _confirm_offset(self) -> None:
@@ -689,6 +694,10 @@ def _as_shown(body: str, parse_mode: str | None) -> str:
         return body
     body = _HTML_TAIL.sub(lambda tail: "".join(tail.group(0).split()), body)
     return _HTML_HEAD.sub(lambda head: _OUTSIDE_TAGS_SPACE.sub("", head.group(0)), body)
+
+
+def _backoff(failures: int) -> float:
+    return float(min(NETWORK_BACKOFF_S * 2**failures, POLL_BACKOFF_MAX_S))
 
 
 def _retry_after_seconds(exc: RetryAfter) -> float:
