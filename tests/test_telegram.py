@@ -495,12 +495,13 @@ async def test_a_replayed_update_is_not_answered_twice(
     async with running(config, model, fake) as bot:
         asked = fake.push_message(1001, "only once", from_user=ALICE)
         await answered(fake, bot, asked)
-    # Telegram delivers the update again (its confirmation was lost, say): same message.
-    replay = {"message": fake.sent_updates[asked.update_id]["message"]}
+    # The confirmation never reached Telegram (a crash, say): it sends the update again.
+    assert asked.update_id is not None
+    fake.replay(asked.update_id)
     async with running(config, model, fake) as bot:
-        fake.push_update(replay)
         later = fake.push_message(1001, "and this", from_user=ALICE)
         await answered(fake, bot, later)
+    assert sum(asked.update_id in batch for batch in fake.deliveries) == 2  # it came again
     assert len(fake.replies_to(1001, asked.message_id)) == 1
     assert [c.last_user for c in model.calls] == ["only once", "and this"]
 

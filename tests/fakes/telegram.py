@@ -487,6 +487,13 @@ class FakeTelegram:
         self._poke()
         return update_id
 
+    def replay(self, update_id: int) -> None:
+        """Queue an update again, same id, as Telegram does when the bot's confirmation
+        (the next offset) never reached it; the next poll without that offset gets it."""
+        self._updates.append(self.sent_updates[update_id])
+        self._updates.sort(key=lambda update: int(update["update_id"]))
+        self._poke()
+
     def fail_next(self, count: int, method: str = "sendMessage", how: str = "500") -> None:
         """Fail the next ``count`` calls of ``method``: ``500`` (an HTTP 500 answer) or
         ``close`` (the connection is cut before any answer; the call had no effect)."""
