@@ -243,12 +243,16 @@ class Bot:
         # At stop, in this order: no new messages, replies in flight get the grace, the
         # ones still running are cut with a notice, and only then the adapters close.
         self._stack.push_async_callback(router.close)
-        self._stack.push_async_callback(router.drain, config.bot.stop_grace_s)
+        self._stack.push_async_callback(self._drain)
         for adapter in self._adapters:
             self._stack.push_async_callback(adapter.stop_receiving)
         await self._start_plugins()
 
         self._start_maintenance()
+
+    async def _drain(self) -> None:
+        if self._router is not None:
+            await self._router.drain(self._config.bot.stop_grace_s)  # as reloaded last
 
     async def _requeue_unhandled(self) -> None:
         assert self._inbox is not None
