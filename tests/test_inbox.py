@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 from llamabot.events import Author, ChannelRef, Inbound
@@ -54,5 +56,30 @@ async def test_a_message_taken_twice_is_kept_once(tmp_path: Path) -> None:
     assert await inbox.put(inbound("no id", None)) is not None
     assert await inbox.put(inbound("no id", None)) is not None  # nothing to tell them apart
     assert len(await inbox.pending()) == 3
+    await store.aclose()
+    await store.engine.dispose()
+
+
+async def test_a_row_from_another_version_still_loads(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "i.db")
+    row = {
+        "channel": {"platform": "discord", "chat_id": "9", "shard": 3},  # no is_private
+        "author": {"id": "7", "name": "Ann", "roles": ["mod"]},
+        "text": "from an older or newer llamabot",
+        "message_id": "11",
+        "addressed": False,
+        "received_at": "2026-12-01T10:00:00+00:00",
+        "flood_score": 0.5,
+    }
+    with sqlite3.connect(tmp_path / "i.db") as db:
+        db.execute(
+            "INSERT INTO inbox (conversation_key, platform_message_id, inbound, received_at) "
+            "VALUES ('discord:9', '11', ?, '2026-12-01 10:00:00')",
+            (json.dumps(row),),
+        )
+    ((_, message),) = await Inbox(store).pending()
+    assert message.channel == ChannelRef("discord", "9")
+    assert message.author == Author(id="7", name="Ann")
+    assert message.text == "from an older or newer llamabot"
     await store.aclose()
     await store.engine.dispose()

@@ -7,9 +7,9 @@ deletes it once handled. Whatever a stop left here is handled at the next start.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import sqlite
@@ -35,6 +35,7 @@ _DONE_SQL = str(
     delete(InboxEntry).where(InboxEntry.id == bindparam("id")).compile(dialect=_DIALECT)
 )
 _TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
+T = TypeVar("T")
 
 
 def _as_json(inbound: Inbound) -> str:
@@ -43,16 +44,23 @@ def _as_json(inbound: Inbound) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
+def _build(cls: type[T], data: dict[str, Any]) -> T:
+    """``cls(**data)`` with only the fields ``cls`` has now.
+
+    Rows written by another version of llamabot still load: a field added since gets
+    its default, a field removed since is left out.
+    """
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+    return cls(**values)
+
+
 def _from_json(text: str) -> Inbound:
     data: dict[str, Any] = json.loads(text)
-    return Inbound(
-        channel=ChannelRef(**data["channel"]),
-        author=Author(**data["author"]),
-        text=data["text"],
-        message_id=data["message_id"],
-        addressed=data["addressed"],
-        received_at=datetime.fromisoformat(data["received_at"]),
-    )
+    data["channel"] = _build(ChannelRef, data["channel"])
+    data["author"] = _build(Author, data["author"])
+    data["received_at"] = datetime.fromisoformat(data["received_at"])
+    return _build(Inbound, data)
 
 
 class Inbox:
