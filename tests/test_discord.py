@@ -446,6 +446,27 @@ async def test_a_follow_up_queued_at_stop_is_answered_at_the_next_start(
     assert [c.last_user for c in model.calls] == ["Bob: ping", "follow-up"]
 
 
+async def test_a_message_sent_while_the_bot_stops_is_answered_once(
+    world: World, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    model = HeldModel("first")
+    dm = world.fake.dm_channel(world.alice)
+    general = world.general.id
+    grace = "[bot]\nstop_grace_s = 1\n"
+    bot = running(world, make_config, model, tmp_path, bindings=grace)
+    await bot.__aenter__()
+    await world.fake.send_message(dm.id, "first", author=world.alice)
+    await model.holding.wait()
+    stopping = asyncio.create_task(bot.__aexit__(None, None, None))
+    # Discord never sends it again: it is answered before the bot exits or after it starts.
+    await world.fake.send_message(general, f"{world.bot.mention} still there?", author=world.bob)
+    await stopping
+    model.release.set()
+    async with running(world, make_config, model, tmp_path):
+        await wait_shown(world.fake, general, ["echo: Bob: still there?"])
+    assert [c.last_user for c in model.calls] == ["Bob: still there?"]
+
+
 async def test_reply_to_a_deleted_message_is_posted_plainly(
     world: World, make_config: MakeConfig, tmp_path: Path
 ) -> None:
