@@ -44,6 +44,8 @@ class BotSection(Section):
     admins: list[Id] = Field(default_factory=list)
     timezone: str = "UTC"
     max_message_chars: int = Field(default=16_000, gt=0)
+    # At stop, how long replies already being written may take before they are cut.
+    stop_grace_s: float = Field(default=10.0, ge=0)
 
 
 class OllamaSection(Section):
@@ -133,6 +135,8 @@ class DiscordSection(Section):
     allow_dms: bool = True
     ignore_bots: bool = True
     edit_interval: float = Field(default=1.0, gt=0)
+    # How long a reply that cannot reach Discord is retried before it is given up.
+    delivery_retry_s: float = Field(default=60.0, ge=0)
 
 
 class TelegramSection(Section):
@@ -146,6 +150,11 @@ class TelegramSection(Section):
     secret_token_env: str = "TELEGRAM_WEBHOOK_SECRET"
     allowed_users: list[Id] = Field(default_factory=list)
     edit_interval: float = Field(default=1.0, gt=0)
+    # How long a reply that cannot reach Telegram is retried before it is given up.
+    delivery_retry_s: float = Field(default=60.0, ge=0)
+    # Messages and edits sent per second at most, all chats together (Telegram allows
+    # about 30); 0 sends without waiting (a Bot API server without limits).
+    max_messages_per_s: float = Field(default=30.0, ge=0)
 
 
 class PluginsSection(BaseModel):

@@ -79,6 +79,13 @@ class Conversation:
             log.exception("could not store a message in %s; not answering it", channel.key)
             await send_text(adapter, channel, STORE_FAILURE, inbound.message_id)
             return None
+        if turns is None:
+            log.info(
+                "message %s in %s was taken before; not answering it again",
+                inbound.message_id,
+                channel.key,
+            )
+            return None
         messages = build_window(persona.prompt, turns, private=channel.is_private)
 
         reply = ReplyStream(adapter, channel, inbound.message_id)

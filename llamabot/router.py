@@ -53,12 +53,17 @@ class Router:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
+        self._running = asyncio.Event()
+        self._running.set()
 
     def submit(self, inbound: Inbound, adapter: Adapter) -> asyncio.Future[None]:
-        """Queue a message in its conversation's lane; the future completes once handled."""
+        """Queue a message in its conversation's lane; the future completes once handled.
+
+        After ``drain`` the future is cancelled at once: the message was not handled.
+        """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closed:
-            done.set_result(None)
+            done.cancel()
             return done
         key = inbound.channel.key
         lane = self._lanes.get(key)
@@ -74,8 +79,19 @@ class Router:
         """Wait until every queued message has been handled."""
         await self._idle.wait()
 
+    def pause(self) -> None:
+        """Queue messages without handling them (until ``resume``)."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        """Handle queued messages again."""
+        self._running.set()
+
     async def drain(self, grace_s: float) -> None:
-        """Take no new messages; give the ones in flight up to ``grace_s`` to finish."""
+        """Take no new messages; give the ones in flight up to ``grace_s`` to finish.
+
+        Messages still queued are not started: their futures are cancelled.
+        """
         self._closed = True
         try:
             async with asyncio.timeout(grace_s):
@@ -95,7 +111,8 @@ class Router:
 
     async def _work(self, key: str, lane: _Lane) -> None:
         try:
-            while lane.items:
+            await self._running.wait()
+            while lane.items and not self._closed:
                 inbound, adapter, done = lane.items[0]
                 try:
                     await self._handle(inbound, adapter)

@@ -51,6 +51,9 @@ class ConsoleAdapter:
     async def start(self, bot: BotHandle) -> None:
         self._bot = bot
 
+    async def stop_receiving(self) -> None:
+        return None  # the console reads only while chat() runs
+
     async def stop(self) -> None:
         self._out.flush()
 
