@@ -80,6 +80,12 @@ class InstantModel:
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
+    def served_model(self, requested: str) -> str:
+        return requested
+
+    def set_timeouts(self, first_token_s: float, idle_s: float) -> None:
+        return None
+
     async def context_length(self, model: str) -> int | None:
         return None
 
@@ -107,6 +113,9 @@ class NullAdapter:
         self.edits = 0
 
     async def start(self, bot: Any) -> None:
+        return None
+
+    async def stop_receiving(self) -> None:
         return None
 
     async def stop(self) -> None:
@@ -310,6 +319,18 @@ async def sequential(bot: Bot, adapter: NullAdapter, keys: list[str], turns: int
     return samples
 
 
+async def durable(bot: Bot, adapter: NullAdapter, key: str, turns: int, first: int) -> list[float]:
+    """Like ``sequential``, but as the platform adapters take messages: through the inbox
+    (``Bot.accept``: stored before it is confirmed, deleted once handled)."""
+    samples: list[float] = []
+    for i in range(first, first + turns):
+        started = time.perf_counter()
+        await bot.accept(_inbound(key, i), adapter)
+        await bot.wait_idle()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
 async def parallel(
     bot: Bot, adapter: NullAdapter, keys: list[str], rounds: int
 ) -> tuple[float, list[float]]:
@@ -399,6 +420,9 @@ async def run_bot(path: Path, profile: bool) -> dict[str, Any]:
         await sequential(bot, adapter, [BIG_KEY, *keys], 200)  # warm-up: caches, connections
         results["one_conversation"] = measure.summary_ms(
             await sequential(bot, adapter, [BIG_KEY], SEQUENTIAL_TURNS)
+        )
+        results["one_conversation_inbox"] = measure.summary_ms(
+            await durable(bot, adapter, BIG_KEY, SEQUENTIAL_TURNS, 10_000_000)
         )
         results["round_robin_100"] = measure.summary_ms(
             await sequential(bot, adapter, keys, SPREAD_TURNS)
@@ -556,6 +580,7 @@ def print_table(r: dict[str, Any]) -> None:
     print("-" * len(header))
     rows = [
         (f"1 conversation (100k stored), {SEQUENTIAL_TURNS} turns", r["one_conversation"]),
+        ("  the same, through the inbox (as platforms)", r["one_conversation_inbox"]),
         (f"100 conversations round-robin, {SPREAD_TURNS}", r["round_robin_100"]),
         (
             f"100 at once, {r['parallel_100']['turns']} queued at t=0",

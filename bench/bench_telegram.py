@@ -162,6 +162,7 @@ async def child(variant: str, load: str, n_chats: int, n_messages: int) -> dict[
 [telegram]
 enabled = true
 base_url = "{fake.base_url}"
+max_messages_per_s = 0  # the fake has no limit; this measures llamabot's own overhead
 """
                 sent, seconds = await measure.with_llamabot(
                     folder,

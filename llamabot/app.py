@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -26,15 +27,13 @@ from llamabot.retention import keep_pruning
 from llamabot.router import Router
 from llamabot.storage.engine import create_engine, upgrade
 from llamabot.storage.history import HistoryStore
+from llamabot.storage.inbox import Inbox
 from llamabot.streaming import send_text
 
 if TYPE_CHECKING:
     from llamabot.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
-
-# At stop, how long replies already being written may take to finish.
-DRAIN_TIMEOUT_S = 10.0
 
 
 class Bot:
@@ -64,6 +63,8 @@ class Bot:
         self.watcher: ConfigWatcher | None = None
         self._stack = contextlib.AsyncExitStack()
         self._store: HistoryStore | None = None
+        self._inbox: Inbox | None = None
+        self._forgetting: set[asyncio.Task[None]] = set()
         self._router: Router | None = None
         self.scheduler: Scheduler | None = None
         self.stopped = asyncio.Event()
@@ -108,12 +109,17 @@ class Bot:
         """
         if self._plugins is not None:
             self._plugins.reconfigure(config)
+        if self._model is not None:
+            self._model.set_timeouts(config.llm.first_token_timeout, config.llm.idle_timeout)
         self._config = config
 
     # -- BotHandle, for adapters -----------------------------------------------------
 
     def submit(self, inbound: Inbound, adapter: Adapter) -> asyncio.Future[None]:
-        """Queue a message for handling; the future completes once it was handled."""
+        """Queue a message for handling; the future completes once it was handled.
+
+        Not kept across a restart: platform adapters take messages with ``accept``.
+        """
         if self._router is None:
             raise RuntimeError("the bot has not started")
         return self._router.submit(inbound, adapter)
@@ -121,6 +127,37 @@ class Bot:
     def interrupt(self, key: str) -> bool:
         """Stop the reply being written in conversation ``key``; whether there was one."""
         return self._router is not None and self._router.interrupt(key)
+
+    async def accept(self, inbound: Inbound, adapter: Adapter) -> None:
+        """Take a platform message: once this returns, a restart does not lose it.
+
+        The adapter confirms the message to its platform only after this. A message
+        taken before (a platform delivering it again) is not queued twice.
+        """
+        if self._inbox is None or self._router is None:
+            raise RuntimeError("the bot has not started")
+        entry = await self._inbox.put(inbound)
+        if entry is None:
+            log.info("message %s in %s is queued already", inbound.message_id, inbound.channel.key)
+            return
+        self._queue(entry, inbound, adapter)
+
+    def _queue(self, entry: int, inbound: Inbound, adapter: Adapter) -> None:
+        assert self._router is not None
+        handled = self._router.submit(inbound, adapter)
+        handled.add_done_callback(functools.partial(self._forget, entry))
+
+    def _forget(self, entry: int, handled: asyncio.Future[None]) -> None:
+        if handled.cancelled() or self._inbox is None:
+            return  # not handled (the bot stopped first): the next start handles it
+        task = asyncio.create_task(self._inbox.done(entry))
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
+
+    async def _settle_inbox(self) -> None:
+        """Wait for the inbox to record what was handled, before the database closes."""
+        while self._forgetting:
+            await asyncio.gather(*self._forgetting, return_exceptions=True)
 
     def command_specs(self) -> list[CommandSpec]:
         """The commands to advertise in a platform's menu."""
@@ -165,6 +202,8 @@ class Bot:
         await upgrade(engine)
         self._store = HistoryStore(engine)
         self._stack.push_async_callback(self._store.aclose)
+        self._inbox = Inbox(self._store)
+        self._stack.push_async_callback(self._settle_inbox)
 
         if self._model is None:
             from llamabot.llm.select import select_model
@@ -197,16 +236,51 @@ class Bot:
             from llamabot.adapters.registry import adapters_for
 
             self._adapters = adapters_for(config)
+        # Messages a stop left unhandled go first; nothing is handled before the
+        # adapters can deliver.
+        router = self._router
+        router.pause()
+        await self._requeue_unhandled()
         for adapter in self._adapters:
             await adapter.start(self)
             self._stack.push_async_callback(adapter.stop)
             log.info("%s adapter started", adapter.platform)
-        # Runs before the adapters stop: replies being written can still be delivered.
-        router = self._router
-        self._stack.push_async_callback(router.drain, DRAIN_TIMEOUT_S)
+        router.resume()
+        # At stop, in this order: no new messages, replies in flight get the grace, the
+        # ones still running are cut with a notice, and only then the adapters close.
+        self._stack.push_async_callback(router.close)
+        self._stack.push_async_callback(self._drain)
+        for adapter in self._adapters:
+            self._stack.push_async_callback(adapter.stop_receiving)
         await self._start_plugins()
 
         self._start_maintenance()
+
+    async def _drain(self) -> None:
+        if self._router is not None:
+            await self._router.drain(self._config.bot.stop_grace_s)  # as reloaded last
+
+    async def _requeue_unhandled(self) -> None:
+        assert self._inbox is not None
+        by_platform = {adapter.platform: adapter for adapter in self._adapters}
+        waiting: dict[str, int] = {}
+        requeued = 0
+        for entry, inbound in await self._inbox.pending():
+            adapter = by_platform.get(inbound.channel.platform)
+            if adapter is None:
+                waiting[inbound.channel.platform] = waiting.get(inbound.channel.platform, 0) + 1
+                continue
+            self._queue(entry, inbound, adapter)
+            requeued += 1
+        if requeued:
+            log.info("handling %d message(s) the last stop left unanswered", requeued)
+        for platform, count in sorted(waiting.items()):
+            log.warning(
+                "%d message(s) from %s wait in the inbox until [%s] is enabled again",
+                count,
+                platform,
+                platform,
+            )
 
     async def _report_missing_models(self) -> None:
         """Tell the admin, at start, which persona models must be pulled, and how."""

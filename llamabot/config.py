@@ -6,6 +6,7 @@ Defaults live here, once. Every error names the file, line and key, and says wha
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ class BotSection(Section):
     admins: list[Id] = Field(default_factory=list)
     timezone: str = "UTC"
     max_message_chars: int = Field(default=16_000, gt=0)
+    # At stop, how long replies already being written may take before they are cut.
+    stop_grace_s: float = Field(default=10.0, ge=0)
 
 
 class OllamaSection(Section):
@@ -61,6 +64,8 @@ class OllamaSection(Section):
 
 class EmbeddedSection(Section):
     model_path: str = ""
+    # "auto": plain weights on CPUs with AMX, whose llama.cpp kernels crash (weight_buffers.py).
+    weight_buffers: Literal["auto", "extra", "plain"] = "auto"
     n_ctx: int = Field(default=4096, gt=0)
     threads: int = Field(default=0, ge=0)
     instances: int = Field(default=1, ge=1)
@@ -131,6 +136,8 @@ class DiscordSection(Section):
     allow_dms: bool = True
     ignore_bots: bool = True
     edit_interval: float = Field(default=1.0, gt=0)
+    # How long a reply that cannot reach Discord is retried before it is given up.
+    delivery_retry_s: float = Field(default=60.0, ge=0)
 
 
 class TelegramSection(Section):
@@ -144,6 +151,11 @@ class TelegramSection(Section):
     secret_token_env: str = "TELEGRAM_WEBHOOK_SECRET"
     allowed_users: list[Id] = Field(default_factory=list)
     edit_interval: float = Field(default=1.0, gt=0)
+    # How long a reply that cannot reach Telegram is retried before it is given up.
+    delivery_retry_s: float = Field(default=60.0, ge=0)
+    # Messages and edits sent per second at most, all chats together (Telegram allows
+    # about 30); 0 sends without waiting (a Bot API server without limits).
+    max_messages_per_s: float = Field(default=30.0, ge=0)
 
 
 class PluginsSection(BaseModel):
@@ -297,6 +309,9 @@ def _describe(error: Any, text: str, path: Path) -> str:
         hint = _suggest(str(loc[-1]), allowed)
         return f"{where}: unknown key {dotted!r}{hint}"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        message += _suggest(str(error["input"]), choices)
     if not loc:
         return f"{where}: {message}"
     return f"{where}: {dotted}: {message}"

@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from llamabot.adapters.base import Adapter
 from llamabot.config import Config, Resolved
-from llamabot.events import ChannelRef, Inbound
-from llamabot.llm.base import ChatMessage, ChatModel
-from llamabot.llm.errors import ModelError
-from llamabot.storage.history import HistoryStore, NewMessage, Turn
-from llamabot.streaming import ReplyStream
+from llamabot.events import Inbound
+from llamabot.llm.base import ChatModel
+from llamabot.llm.errors import ModelError, ReplyCut
+from llamabot.storage.history import HistoryStore, NewMessage
+from llamabot.streaming import RESTART_NOTICE, STOPPED_NOTICE, ReplyStream, send_text
+from llamabot.window import build_window, speaker_line
 
 log = logging.getLogger(__name__)
 
 # Room kept for the answer when the persona does not set num_predict.
 DEFAULT_ANSWER_TOKENS = 512
 EMPTY_REPLY = "The model gave an empty answer. Try rephrasing your message."
-
-
-def speaker_line(name: str | None, text: str) -> str:
-    """How a person's turn reaches the model in a group: prefixed with their name."""
-    return f"{name}: {text}" if name else text
+# For failures nobody foresaw (a malformed server answer, a bug): the log has the traceback.
+UNEXPECTED_FAILURE = "Something went wrong while answering; the bot's admin can see why in the log."
+STORE_FAILURE = (
+    "I can't save messages right now, so I haven't answered; please try again later. "
+    "The bot's admin can see why in the log (a full disk, perhaps)."
+)
 
 
 class Conversation:
@@ -54,23 +57,36 @@ class Conversation:
         persona = resolved.persona
         channel = inbound.channel
         speaker = None if channel.is_private else inbound.author.name
-        conversation_id = await self._store.conversation_id(channel)
         budget = await self._token_budget(resolved, config)
-        turns = await self._store.append_and_window(
-            conversation_id,
-            NewMessage(
-                role="user",
-                content=inbound.text,
-                tokens=self._model.count_tokens(speaker_line(speaker, inbound.text)),
-                author_id=inbound.author.qualified_id(channel.platform),
-                author_name=inbound.author.name,
-                persona=resolved.name,
-                platform_message_id=inbound.message_id,
-            ),
-            config.history.max_messages,
-            budget,
-        )
-        messages = [ChatMessage("system", persona.prompt), *self._as_messages(turns, channel)]
+        try:
+            conversation_id = await self._store.conversation_id(channel)
+            turns = await self._store.append_and_window(
+                conversation_id,
+                NewMessage(
+                    role="user",
+                    content=inbound.text,
+                    tokens=self._model.count_tokens(speaker_line(speaker, inbound.text)),
+                    author_id=inbound.author.qualified_id(channel.platform),
+                    author_name=inbound.author.name,
+                    persona=resolved.name,
+                    platform_message_id=inbound.message_id,
+                ),
+                config.history.max_messages,
+                budget,
+            )
+        except Exception:
+            # Answering without storing would fork what the person saw from the history.
+            log.exception("could not store a message in %s; not answering it", channel.key)
+            await send_text(adapter, channel, STORE_FAILURE, inbound.message_id)
+            return None
+        if turns is None:
+            log.info(
+                "message %s in %s was taken before; not answering it again",
+                inbound.message_id,
+                channel.key,
+            )
+            return None
+        messages = build_window(persona.prompt, turns, private=channel.is_private)
 
         reply = ReplyStream(adapter, channel, inbound.message_id)
         reply.start()
@@ -78,23 +94,29 @@ class Conversation:
         status, notice = "ok", ""
         try:
             async with self._limiter:
-                async for delta in self._model.stream_chat(
-                    persona.model, messages, persona.options()
-                ):
-                    reply.feed(delta)
+                stream = self._model.stream_chat(persona.model, messages, persona.options())
+                async with contextlib.aclosing(stream):  # type: ignore[type-var]
+                    async for delta in stream:
+                        reply.feed(delta)
         except ModelError as exc:
-            log.warning("reply in %s failed: %s", channel.key, exc)
-            status = "interrupted" if reply.text.strip() else "failed"
-            notice = exc.user_message
-        except asyncio.CancelledError:
-            await reply.cancel()
+            level = logging.INFO if isinstance(exc, ReplyCut) else logging.WARNING
+            log.log(level, "reply in %s ended early: %s", channel.key, exc)
+            if reply.text.strip():
+                status, notice = exc.partial_status, exc.marker()
+            else:
+                status, notice = "failed", exc.user_message
+        except asyncio.CancelledError as exc:
+            await reply.cancel(STOPPED_NOTICE if exc.args == (STOPPED_NOTICE,) else RESTART_NOTICE)
             await self._store_reply(conversation_id, resolved, reply.text, "interrupted", None, 0)
             raise
+        except Exception:
+            log.exception("reply in %s failed unexpectedly", channel.key)
+            status, notice = "failed", UNEXPECTED_FAILURE
+            if reply.text.strip():
+                notice = f"\n\n[interrupted: {UNEXPECTED_FAILURE}]"
         answer = reply.text
         if status == "ok" and not answer.strip():
             status, notice = "failed", EMPTY_REPLY
-        if notice and answer.strip():
-            notice = f"\n\n[interrupted: {notice}]"
         await reply.finish(notice)
         if reply.delivery_failed is not None and status == "ok":
             status = "undelivered"
@@ -121,7 +143,7 @@ class Conversation:
                 content=text,
                 tokens=self._model.count_tokens(text),
                 persona=resolved.name,
-                model=resolved.persona.model,
+                model=self._model.served_model(resolved.persona.model),
                 status=status,
                 platform_message_id=message_id,
                 reply_ms=reply_ms,
@@ -139,15 +161,3 @@ class Conversation:
             answer = answer or min(DEFAULT_ANSWER_TOKENS, context // 4)
             budget = min(budget, context - system_tokens - answer)
         return max(budget, 1)
-
-    @staticmethod
-    def _as_messages(turns: list[Turn], channel: ChannelRef) -> list[ChatMessage]:
-        private = channel.is_private
-        messages: list[ChatMessage] = []
-        for turn in turns:
-            if turn.role == "user":
-                name = None if private else turn.author_name
-                messages.append(ChatMessage("user", speaker_line(name, turn.content)))
-            elif turn.role == "assistant":
-                messages.append(ChatMessage("assistant", turn.content))
-        return messages

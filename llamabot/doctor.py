@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from llamabot.config import Config, ConfigError, load_config, resolve_storage_url
 from llamabot.errors import StartupError
+from llamabot.llm.base import ChatMessage, ChatModel, GenerationOptions
+from llamabot.llm.errors import ModelError, ReplyCut
+
+# A doctor's generation: a few tokens, so a backend that loads but cannot answer shows.
+PROBE_TOKENS = 8
+PROBE_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -79,10 +88,45 @@ async def _backend(config: Config, path: Path) -> list[Check]:
                     )
                 )
             else:
-                checks.append(Check(f"persona {persona_name}", True, f"model {persona.model}"))
+                served = model.served_model(persona.model)
+                also = f" (answered by {served})" if served != persona.model else ""
+                checks.append(
+                    Check(f"persona {persona_name}", True, f"model {persona.model}{also}")
+                )
+        if health.ok:
+            checks.append(await _generation(model, config))
         return checks
     finally:
         await model.aclose()
+
+
+async def _generation(model: ChatModel, config: Config) -> Check:
+    """Ask the default persona's model for a few tokens, within a time limit."""
+    persona = config.personas[config.bot.default_persona]
+    served = model.served_model(persona.model)
+    messages = [ChatMessage("system", persona.prompt), ChatMessage("user", "Say hello.")]
+    options = GenerationOptions(num_predict=PROBE_TOKENS, temperature=0.0, seed=1)
+    started = time.monotonic()
+    pieces: list[str] = []
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            async for delta in model.stream_chat(persona.model, messages, options):
+                pieces.append(delta)
+    except ReplyCut:
+        pass  # the probe asks for a few tokens only
+    except TimeoutError:
+        return Check(
+            "generation",
+            False,
+            f"{served} gave no answer within {PROBE_TIMEOUT_S:g} s; check the model server "
+            "or, embedded, [llm.embedded] n_ctx and threads",
+        )
+    except ModelError as exc:
+        return Check("generation", False, f"{served} could not answer: {exc}")
+    if not "".join(pieces).strip():
+        return Check("generation", False, f"{served} answered with nothing; try another model")
+    elapsed = time.monotonic() - started
+    return Check("generation", True, f"{served} answered {len(pieces)} piece(s) in {elapsed:.1f} s")
 
 
 def _tokens(config: Config) -> list[Check]:
@@ -103,13 +147,25 @@ def _tokens(config: Config) -> list[Check]:
     return checks
 
 
+def _admins(config: Config) -> Check:
+    """Who may use admin commands; how to become one when nobody may."""
+    if config.bot.admins:
+        return Check("admins", True, ", ".join(config.bot.admins))
+    return Check(
+        "admins",
+        True,
+        "none, so nobody may use admin commands; to be one in `llamabot chat`, add "
+        f'"console:{getpass.getuser()}" to [bot] admins',
+    )
+
+
 async def run_checks(path: Path) -> list[Check]:
     """Every check, in the order the bot starts its parts."""
     try:
         config = load_config(path)
     except ConfigError as exc:
         return [Check("config", False, "; ".join(exc.problems))]
-    checks = [Check("config", True, f"{path} is valid")]
+    checks = [Check("config", True, f"{path} is valid"), _admins(config)]
     checks.append(await _database(config, path))
     checks += await _backend(config, path)
     checks += _tokens(config)

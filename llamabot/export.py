@@ -25,8 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from llamabot.config import Config
-from llamabot.conversation import speaker_line
 from llamabot.storage.models import Conversation, Message
+from llamabot.window import speaker_line
 
 Format = Literal["chatml", "sharegpt", "alpaca"]
 FORMATS: tuple[Format, ...] = ("chatml", "sharegpt", "alpaca")

@@ -19,7 +19,7 @@ from llamabot.conversation import Conversation
 from llamabot.events import Inbound
 from llamabot.plugin_host import PluginHost
 from llamabot.plugins import Command, CommandContext, UsageError
-from llamabot.streaming import send_text
+from llamabot.streaming import STOPPED_NOTICE, send_text
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,17 @@ class Router:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
+        self._running = asyncio.Event()
+        self._running.set()
 
     def submit(self, inbound: Inbound, adapter: Adapter) -> asyncio.Future[None]:
-        """Queue a message in its conversation's lane; the future completes once handled."""
+        """Queue a message in its conversation's lane; the future completes once handled.
+
+        After ``drain`` the future is cancelled at once: the message was not handled.
+        """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closed:
-            done.set_result(None)
+            done.cancel()
             return done
         key = inbound.channel.key
         lane = self._lanes.get(key)
@@ -74,21 +79,32 @@ class Router:
         """Stop the message being handled in conversation ``key`` (Ctrl-C in the terminal).
 
         Cancels the lane's worker, so the reply takes the shutdown path: what was written
-        is kept and stored as ``interrupted``. Messages queued behind it are dropped.
-        Returns whether there was anything to stop.
+        is kept, ends with ``[interrupted]`` and is stored as ``interrupted``. Messages
+        queued behind it are dropped. Returns whether there was anything to stop.
         """
         lane = self._lanes.get(key)
         if lane is None or lane.worker is None or lane.worker.done():
             return False
-        lane.worker.cancel()
+        lane.worker.cancel(msg=STOPPED_NOTICE)
         return True
 
     async def wait_idle(self) -> None:
         """Wait until every queued message has been handled."""
         await self._idle.wait()
 
+    def pause(self) -> None:
+        """Queue messages without handling them (until ``resume``)."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        """Handle queued messages again."""
+        self._running.set()
+
     async def drain(self, grace_s: float) -> None:
-        """Take no new messages; give the ones in flight up to ``grace_s`` to finish."""
+        """Take no new messages; give the ones in flight up to ``grace_s`` to finish.
+
+        Messages still queued are not started: their futures are cancelled.
+        """
         self._closed = True
         try:
             async with asyncio.timeout(grace_s):
@@ -108,7 +124,8 @@ class Router:
 
     async def _work(self, key: str, lane: _Lane) -> None:
         try:
-            while lane.items:
+            await self._running.wait()
+            while lane.items and not self._closed:
                 inbound, adapter, done = lane.items[0]
                 try:
                     await self._handle(inbound, adapter)

@@ -20,6 +20,12 @@ from llamabot.events import ChannelRef, SentMessage
 log = logging.getLogger(__name__)
 
 FENCE = "```"
+RESTART_NOTICE = "[interrupted: the bot is restarting]"
+# The person stopped the reply themselves (Ctrl-C in the terminal): also the cancel
+# message that tells that apart from a stop.
+STOPPED_NOTICE = "[interrupted]"
+# How long, at stop, telling a person their reply was cut may take.
+NOTICE_TIMEOUT_S = 5.0
 _SENTENCE_END = re.compile(r"[.!?…][)\]\"'»]*\s+")
 
 
@@ -179,14 +185,27 @@ class ReplyStream:
         finally:
             await self._stop_typing()
 
-    async def cancel(self) -> None:
-        """Stop without bringing the platform up to date (the bot is shutting down)."""
-        self._finished = True
-        for task in (self._pump_task, self._typing_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+    async def cancel(self, notice: str = RESTART_NOTICE) -> None:
+        """The bot is stopping: end the reply with ``notice`` where the person sees it.
+
+        Whatever was written so far stays; the notice is appended to it (or sent alone
+        when nothing was). A request in flight is let finish rather than cut, so nothing
+        is sent twice; all of it may take up to ``NOTICE_TIMEOUT_S``.
+        """
+        await self._stop_typing()
+        if not self._finished:
+            self._finished = True
+            if self.delivery_failed is None:
+                self._text += f"\n\n{notice}" if self._text.strip() else notice
+            self._dirty.set()
+        pump = self._pump_task
+        if pump is None:
+            return
+        try:
+            async with asyncio.timeout(NOTICE_TIMEOUT_S):
+                await pump
+        except TimeoutError:
+            log.warning("could not tell %s in time that the reply was cut", self._to.key)
 
     async def _keep_typing(self) -> None:
         interval = self._limits.typing_interval_s or 5.0

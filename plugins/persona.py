@@ -19,11 +19,12 @@ async def persona(ctx: CommandContext, action: str = "", name: str = "") -> None
     current = ctx.persona.name
     action = action.lower()
     if action == "" and not name:
-        model = ctx.persona.persona.model
+        model = ctx.bot.model.served_model(ctx.persona.persona.model)
         await ctx.reply(f"This conversation uses the persona {current} (model {model}).")
     elif action == "list" and not name:
         lines = [
-            f"{key} — {value.model}" + (" (this conversation)" if key == current else "")
+            f"{key} — {ctx.bot.model.served_model(value.model)}"
+            + (" (this conversation)" if key == current else "")
             for key, value in sorted(personas.items())
         ]
         await ctx.reply("Personas:\n" + "\n".join(lines))

@@ -374,6 +374,102 @@ async def test_failed_edit_continues_in_a_new_message_without_losing_text(
     assert len(shown(world.fake, channel)) == 2
 
 
+async def test_a_6_s_outage_still_delivers_the_reply(
+    world: World, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    gate = asyncio.Event()
+    model = ScriptedModel(gate=gate)
+    channel = world.general.id
+    async with running(world, make_config, model, tmp_path):
+        await world.fake.send_message(channel, f"{world.bot.mention} there?", author=world.alice)
+        await model.call_started.wait()
+        world.fake.outage(6, "close")
+        gate.set()
+        await world.fake.wait_for(lambda: shown(world.fake, channel) == ["echo: Ally: there?"], 30)
+    posts = world.fake.requests_to("POST", rf"/channels/{channel}/messages")
+    assert posts[-1].at - posts[0].at > 5  # it kept trying through the outage
+
+
+async def test_a_send_whose_answer_was_lost_is_repeated_without_a_duplicate(
+    world: World, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    world.fake.lost_answers = 1
+    channel = world.general.id
+    async with running(world, make_config, ScriptedModel(), tmp_path):
+        await world.fake.send_message(channel, f"{world.bot.mention} once", author=world.alice)
+        await wait_shown(world.fake, channel, ["echo: Ally: once"])
+    posts = world.fake.requests_to("POST", rf"/channels/{channel}/messages")
+    assert len(posts) == 2
+    assert posts[0].json["nonce"] == posts[1].json["nonce"]
+
+
+class HeldModel(ScriptedModel):
+    """Holds the answer to messages containing ``held`` until ``release`` is set."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__()
+        self.held = held
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def stream_chat(
+        self, model: str, messages: list[ChatMessage], options: GenerationOptions
+    ) -> AsyncIterator[str]:
+        if self.held in messages[-1].content and not self.release.is_set():
+            self.holding.set()
+            await self.release.wait()
+        async for delta in super().stream_chat(model, messages, options):
+            yield delta
+
+
+async def test_a_follow_up_queued_at_stop_is_answered_at_the_next_start(
+    world: World, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    model = HeldModel("first")
+    dm = world.fake.dm_channel(world.alice)
+    general = world.general.id
+    grace = "[bot]\nstop_grace_s = 0.2\n"
+    async with running(world, make_config, model, tmp_path, bindings=grace):
+        await world.fake.send_message(dm.id, "first", author=world.alice)
+        await model.holding.wait()
+        await world.fake.send_message(dm.id, "follow-up", author=world.alice)
+        # Messages are queued in the order they arrive: once this one is answered, the
+        # follow-up waits in the inbox behind the reply in flight.
+        await world.fake.send_message(general, f"{world.bot.mention} ping", author=world.bob)
+        await wait_shown(world.fake, general, ["echo: Bob: ping"])
+    assert shown(world.fake, dm.id) == ["[interrupted: the bot is restarting]"]
+    model.release.set()
+    async with running(world, make_config, model, tmp_path):
+        # "first" was never answered, so the model sees it merged with the follow-up.
+        await wait_shown(
+            world.fake,
+            dm.id,
+            ["[interrupted: the bot is restarting]", "echo: first\n\nfollow-up"],
+        )
+    assert [c.last_user for c in model.calls] == ["Bob: ping", "first\n\nfollow-up"]
+
+
+async def test_a_message_sent_while_the_bot_stops_is_answered_once(
+    world: World, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    model = HeldModel("first")
+    dm = world.fake.dm_channel(world.alice)
+    general = world.general.id
+    grace = "[bot]\nstop_grace_s = 1\n"
+    bot = running(world, make_config, model, tmp_path, bindings=grace)
+    await bot.__aenter__()
+    await world.fake.send_message(dm.id, "first", author=world.alice)
+    await model.holding.wait()
+    stopping = asyncio.create_task(bot.__aexit__(None, None, None))
+    # Discord never sends it again: it is answered before the bot exits or after it starts.
+    await world.fake.send_message(general, f"{world.bot.mention} still there?", author=world.bob)
+    await stopping
+    model.release.set()
+    async with running(world, make_config, model, tmp_path):
+        await wait_shown(world.fake, general, ["echo: Bob: still there?"])
+    assert [c.last_user for c in model.calls] == ["Bob: still there?"]
+
+
 async def test_reply_to_a_deleted_message_is_posted_plainly(
     world: World, make_config: MakeConfig, tmp_path: Path
 ) -> None:
@@ -536,6 +632,9 @@ async def test_wrong_token_is_a_clear_start_error(make_config: MakeConfig, tmp_p
 
 class _NoBot:
     def submit(self, inbound: object, adapter: object) -> asyncio.Future[None]:
+        raise AssertionError("no message expected")
+
+    async def accept(self, inbound: object, adapter: object) -> None:
         raise AssertionError("no message expected")
 
     def command_specs(self) -> list[object]:

@@ -151,3 +151,45 @@ async def test_clear_and_forget_author(tmp_path: Path) -> None:
 
 def test_the_schema_revision_constant_is_the_newest_migration() -> None:
     assert head_revision() == SCHEMA_REVISION
+
+
+async def test_a_platform_message_is_stored_once(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "h.db")
+    cid = await store.conversation_id(CHANNEL)
+    first = NewMessage(role="user", content="hi", tokens=1, platform_message_id="42")
+    assert await store.append_and_window(cid, first, 10, 100) is not None
+    assert await store.append_and_window(cid, first, 10, 100) is None  # a replayed update
+    other = NewMessage(role="user", content="hi again", tokens=1, platform_message_id="43")
+    assert await store.append_and_window(cid, other, 10, 100) is not None
+    assert await store.count(cid) == 2
+    await store.engine.dispose()
+
+
+async def test_migrating_a_history_with_replayed_messages_keeps_them_all(tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    await upgrade(engine, "0002")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO conversations (key, platform, chat_id, is_private, created_at) "
+                "VALUES ('telegram:1', 'telegram', '1', 1, '2026-12-01 00:00:00')"
+            )
+        )
+        for content in ("asked", "asked again by a replay"):
+            await conn.execute(
+                text(
+                    "INSERT INTO messages (conversation_id, role, content, tokens, status, "
+                    "platform_message_id, created_at) "
+                    "VALUES (1, 'user', :content, 1, 'ok', '7', '2026-12-01 00:00:00')"
+                ),
+                {"content": content},
+            )
+    await upgrade(engine)
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT content, platform_message_id FROM messages ORDER BY id")
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("asked", "7"), ("asked again by a replay", None)]
+    await engine.dispose()

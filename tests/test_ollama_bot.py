@@ -111,8 +111,9 @@ async def test_an_error_mid_stream_keeps_the_text_and_marks_the_reply(
         assert shown.startswith("one two three ") and "[interrupted:" in shown
         fake.error_after = None
         await adapter.say("again")
-    history = [m["content"] for m in fake.chat_requests[-1]["messages"][1:]]
-    assert history == ["count", "again"]  # the broken answer is not fed back
+    turns = [(m["role"], m["content"]) for m in fake.chat_requests[-1]["messages"][1:]]
+    # The broken answer is not fed back, and the two questions arrive as one user turn.
+    assert turns == [("user", "count\n\nagain")]
     assert bot.stopped.is_set()
 
 

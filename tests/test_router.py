@@ -166,9 +166,10 @@ async def test_an_interrupted_reply_stays_visible_marked_and_out_of_the_window(
         await adapter.say("again")
     first, second = adapter.messages_in(KEY)
     assert first.startswith("echo: te") and "[interrupted:" in first
-    assert second == "echo: again"
+    assert second == "echo: tell me a story\n\nagain"
     history = [(m.role, m.content) for m in model.calls[1].messages[1:]]
-    assert history == [("user", "tell me a story"), ("user", "again")]
+    # No assistant turn between them, and no two user turns in a row: one merged turn.
+    assert history == [("user", "tell me a story\n\nagain")]
 
 
 async def test_stopping_lets_a_reply_in_flight_finish(make_config: MakeConfig) -> None:

@@ -1,5 +1,6 @@
 """`llamabot run` as an admin runs it: a real process, real platform and model clients
-against the loopback fakes, answering until SIGTERM and then stopping cleanly."""
+against the loopback fakes, answering until SIGTERM and then stopping cleanly, without
+losing the messages that arrive while it stops."""
 
 from __future__ import annotations
 
@@ -69,6 +70,73 @@ async def test_run_answers_on_telegram_until_sigterm_then_stops_cleanly(tmp_path
     assert "stopping" in log
     assert ollama.chat_requests[0]["messages"][0]["content"] == "RUN-PERSONA"
     assert telegram.token not in log
+
+
+async def start_run(config: Path, telegram: FakeTelegram) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "llamabot.cli", "run", "--config", str(config),
+        env={**os.environ, "TELEGRAM_TOKEN": telegram.token},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def stop_run(process: asyncio.subprocess.Process) -> str:
+    """SIGTERM, then the log once the process ended (killed if it hangs)."""
+    try:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            _, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return stderr.decode()
+
+
+async def test_messages_sent_just_after_sigterm_are_answered_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    async with FakeTelegram(username="llama_run_bot") as telegram, FakeOllama() as ollama:
+        ollama.reply = "A complete answer."
+        ollama.stall_after = 2  # the first reply hangs half-written until the stop cuts it
+        config = tmp_path / "bot.toml"
+        config.write_text(
+            "[bot]\nstop_grace_s = 2\n"
+            + CONFIG.format(ollama=ollama.url, telegram=telegram.base_url)
+        )
+        process = await start_run(config, telegram)
+        try:
+            ada = user(4242, "Ada")
+            asked = telegram.push_message(4242, "a long question", from_user=ada)
+            await telegram.wait_for(lambda: telegram.replies_to(4242, asked.message_id), 60)
+            ollama.stall_after = None
+            process.send_signal(signal.SIGTERM)
+            late = [
+                telegram.push_message(4242, "and a follow-up", from_user=ada),
+                telegram.push_message(4242, "and another", from_user=ada),
+                telegram.push_message(5151, "hello from elsewhere", from_user=user(5151, "Bo")),
+            ]
+            first_log = await stop_run(process)
+        finally:
+            await stop_run(process)
+        assert process.returncode == 0, first_log
+        (cut,) = telegram.replies_to(4242, asked.message_id)
+        assert cut.text.endswith("[interrupted: the bot is restarting]")
+
+        process = await start_run(config, telegram)
+        try:
+            await telegram.wait_for(
+                lambda: all(telegram.replies_to(m.chat_id, m.message_id) for m in late), 60
+            )
+        finally:
+            second_log = await stop_run(process)
+        assert process.returncode == 0, second_log
+    assert "Traceback" not in first_log + second_log
+    for message in late:
+        (reply,) = telegram.replies_to(message.chat_id, message.message_id)
+        assert reply.text == "A complete answer."
+    assert len(telegram.replies_to(4242, asked.message_id)) == 1  # not answered again
 
 
 async def test_run_without_a_platform_says_how_to_enable_one(tmp_path: Path) -> None:

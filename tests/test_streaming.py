@@ -149,3 +149,23 @@ async def test_blank_output_sends_nothing(text: str) -> None:
     adapter = RecordingAdapter()
     await stream(adapter, text)
     assert adapter.calls == []
+
+
+async def test_a_reply_cut_at_stop_ends_with_the_restart_notice() -> None:
+    adapter = RecordingAdapter()
+    reply = ReplyStream(adapter, CHANNEL, "m1")
+    reply.start()
+    reply.feed("Half of an answer")
+    await adapter.changed.wait()  # the first part is shown
+    await reply.cancel()
+    assert adapter.messages_in(CHANNEL.key) == [
+        "Half of an answer\n\n[interrupted: the bot is restarting]"
+    ]
+
+
+async def test_a_reply_cut_before_its_first_word_still_tells_the_person() -> None:
+    adapter = RecordingAdapter()
+    reply = ReplyStream(adapter, CHANNEL, "m1")
+    reply.start()
+    await reply.cancel()
+    assert adapter.messages_in(CHANNEL.key) == ["[interrupted: the bot is restarting]"]

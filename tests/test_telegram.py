@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import logging
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
+from llamabot.adapters import telegram as telegram_adapter
 from llamabot.adapters.base import BotHandle, CommandSpec
 from llamabot.adapters.telegram import TelegramAdapter
 from llamabot.app import Bot
@@ -389,6 +391,152 @@ async def test_server_restart_mid_poll_loses_and_repeats_no_update(
     assert any(c.error == CUT for c in fake.calls_of("getUpdates"))
 
 
+def stored(tmp_path: Path) -> list[tuple[str, str, str]]:
+    """(role, status, content) of every stored message, oldest first."""
+    with sqlite3.connect(tmp_path / "bot.db") as db:
+        return list(db.execute("SELECT role, status, content FROM messages ORDER BY id"))
+
+
+async def test_a_6_s_outage_still_delivers_the_reply(
+    make_config: MakeConfig, fake: FakeTelegram, tmp_path: Path
+) -> None:
+    gate = asyncio.Event()
+    model = ScriptedModel(gate=gate)
+    async with running(telegram_config(make_config, fake), model, fake) as bot:
+        asked = fake.push_message(1001, "are you there?", from_user=ALICE)
+        await model.call_started.wait()
+        fake.outage(6)
+        gate.set()
+        (reply,) = await asyncio.wait_for(answered(fake, bot, asked), 30)
+    assert reply.text == "echo: are you there?"
+    sends = fake.calls_of("sendMessage")
+    assert [c.status for c in sends][-1] == 200
+    assert sends[-1].at - sends[0].at > 5  # it kept trying through the outage
+    assert len(fake.bot_messages(1001)) == 1
+    assert stored(tmp_path)[-1][:2] == ("assistant", "ok")
+
+
+async def test_server_errors_and_cut_connections_are_retried(
+    make_config: MakeConfig, fake: FakeTelegram
+) -> None:
+    fake.fail_next(2, "sendMessage", "500")
+    fake.fail_next(1, "sendMessage", "close")
+    fake.fail_next(2, "editMessageText", "close")
+    model = ScriptedModel(reply=lambda call: "A reply long enough to be edited " * 4, chunk=4)
+    async with running(telegram_config(make_config, fake), model, fake) as bot:
+        (reply,) = await answered(fake, bot, fake.push_message(1001, "go", from_user=ALICE))
+    assert reply.text == ("A reply long enough to be edited " * 4).strip()
+    assert [c.status for c in fake.calls_of("sendMessage")] == [500, 500, 0, 200]
+    assert len(fake.bot_messages(1001)) == 1
+
+
+async def test_a_reply_is_given_up_after_delivery_retry_s_and_logged_once(
+    make_config: MakeConfig,
+    fake: FakeTelegram,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = asyncio.Event()
+    model = ScriptedModel(gate=gate)
+    config = telegram_config(make_config, fake, "delivery_retry_s = 1.5")
+    async with running(config, model, fake) as bot:
+        fake.push_message(1001, "anyone?", from_user=ALICE)
+        await model.call_started.wait()
+        fake.outage(30)
+        gate.set()
+        await bot.wait_idle()
+        fake.outage_until = 0
+    attempts = fake.calls_of("sendMessage")
+    assert len(attempts) >= 2
+    assert attempts[-1].at - attempts[0].at < 3
+    gave_up = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(gave_up) == 1, [r.getMessage() for r in gave_up]
+    assert stored(tmp_path)[-1][:2] == ("assistant", "undelivered")
+
+
+async def test_group_limits_are_kept_ahead_instead_of_drawing_429(
+    make_config: MakeConfig, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Telegram's 20 a minute, scaled down: the adapter allows 2 a second with a burst
+    # of 2, so never more than 4 in any second; the fake refuses a fifth.
+    monkeypatch.setattr(telegram_adapter, "GROUP_RATE", 2)
+    monkeypatch.setattr(telegram_adapter, "GROUP_PERIOD_S", 1.0)
+    fake.group_limit = (4, 1.0)
+    model = ScriptedModel(reply=lambda call: f"answer to {call.last_user}")
+    async with running(telegram_config(make_config, fake), model, fake) as bot:
+        asked = [
+            fake.push_message(GROUP, f"@{BOT} question {i}", from_user=ALICE, chat_type="group")
+            for i in range(6)
+        ]
+        for message in asked:
+            await answered(fake, bot, message)
+    assert [c for c in fake.calls if c.status == 429] == []
+    assert len(fake.bot_messages(GROUP)) == 6
+
+
+async def test_code_block_streamed_line_by_line_draws_no_not_modified(
+    make_config: MakeConfig, fake: FakeTelegram
+) -> None:
+    # Each step lands in its own edit; the whitespace ones change nothing Telegram shows.
+    steps = [(0.0, "Code:\n\n```python\ndef f(x):"), (0.3, "\n"), (0.3, "    "), (0.3, "return")]
+    steps += [(0.3, " "), (0.3, "x"), (0.3, "\n"), (0.3, "\n```")]
+    model = PacedModel(steps)
+    async with running(telegram_config(make_config, fake), model, fake) as bot:
+        (shown,) = await answered(fake, bot, fake.push_message(1001, "code", from_user=ALICE))
+    assert shown.text == "Code:\n\ndef f(x):\n    return x"
+    assert fake.not_modified_errors() == []
+
+
+async def test_a_replayed_update_is_not_answered_twice(
+    make_config: MakeConfig, fake: FakeTelegram
+) -> None:
+    model = ScriptedModel()
+    config = telegram_config(make_config, fake)
+    async with running(config, model, fake) as bot:
+        asked = fake.push_message(1001, "only once", from_user=ALICE)
+        await answered(fake, bot, asked)
+    # The confirmation never reached Telegram (a crash, say): it sends the update again.
+    assert asked.update_id is not None
+    fake.replay(asked.update_id)
+    async with running(config, model, fake) as bot:
+        later = fake.push_message(1001, "and this", from_user=ALICE)
+        await answered(fake, bot, later)
+    assert sum(asked.update_id in batch for batch in fake.deliveries) == 2  # it came again
+    assert len(fake.replies_to(1001, asked.message_id)) == 1
+    assert [c.last_user for c in model.calls] == ["only once", "and this"]
+
+
+async def test_messages_taken_at_stop_are_answered_at_the_next_start(
+    make_config: MakeConfig, fake: FakeTelegram, tmp_path: Path
+) -> None:
+    gate = asyncio.Event()
+    model = ScriptedModel(gate=gate)
+    config = make_config(
+        "[bot]\nstop_grace_s = 0.5\n"
+        + TOML.format(base_url=fake.base_url, telegram_extra="", forum=FORUM)
+    )
+    async with running(config, model, fake):
+        first = fake.push_message(1001, "first", from_user=ALICE)
+        await model.call_started.wait()
+        # Queued behind the reply in flight, and in another chat while the model is busy.
+        follow_up = fake.push_message(1001, "follow-up", from_user=ALICE)
+        await fake.wait_for(lambda: fake.pending_updates == [])  # taken and confirmed
+        # Stop with the first reply still being written: it is cut with a notice.
+    assert [m.text for m in fake.replies_to(1001, first.message_id)] == [
+        "[interrupted: the bot is restarting]"
+    ]
+    gate.set()
+    async with running(config, model, fake) as bot:
+        await answered(fake, bot, follow_up)
+    # "first" was cut by the stop, unanswered: the follow-up's answer covers both.
+    assert [m.text for m in fake.replies_to(1001, follow_up.message_id)] == [
+        "echo: first\n\nfollow-up"
+    ]
+    assert len(fake.replies_to(1001, first.message_id)) == 1  # not answered again
+    statuses = [(role, status) for role, status, _ in stored(tmp_path)]
+    assert ("assistant", "interrupted") in statuses
+
+
 # -- webhook mode ---------------------------------------------------------------------------
 
 
@@ -432,6 +580,34 @@ async def test_webhook_mode_checks_the_secret_token(
     assert [c.last_user for c in model.calls] == ["via hook", "again"]
     assert [status for _, status in fake.webhook_deliveries] == [200, 200]
     assert fake.calls_of("getUpdates") == []
+
+
+async def test_webhook_updates_answered_200_survive_a_stop(
+    make_config: MakeConfig, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "s3cret")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    extra = f'mode = "webhook"\nwebhook_url = "{url}"\nport = {port}'
+    config = make_config(
+        "[bot]\nstop_grace_s = 0.2\n"
+        + TOML.format(base_url=fake.base_url, telegram_extra=extra, forum=FORUM)
+    )
+    gate = asyncio.Event()
+    model = ScriptedModel(gate=gate)
+    async with running(config, model, fake):
+        fake.push_message(1001, "first", from_user=ALICE)
+        await model.call_started.wait()
+        follow_up = fake.push_message(1001, "follow-up", from_user=ALICE)
+        await fake.wait_for(lambda: (follow_up.update_id, 200) in fake.webhook_deliveries)
+    gate.set()
+    down = fake.push_message(1001, "while down", from_user=ALICE)
+    await fake.wait_for(lambda: (down.update_id, 0) in fake.webhook_deliveries)
+    async with running(config, model, fake) as bot:
+        await answered(fake, bot, follow_up)
+        await answered(fake, bot, down)
+    # "first" was cut by the stop, unanswered: the model sees it merged with the follow-up.
+    assert [c.last_user for c in model.calls[1:]] == ["first\n\nfollow-up", "while down"]
 
 
 # -- set-up errors --------------------------------------------------------------------------
@@ -478,6 +654,9 @@ class StubHandle:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
+
+    async def accept(self, inbound: Inbound, adapter: object) -> None:
+        self.submit(inbound, adapter)
 
     def command_specs(self) -> list[CommandSpec]:
         return [CommandSpec("Not-Valid!", "skipped"), CommandSpec("help", "")]

@@ -52,6 +52,10 @@ class BotHandle(Protocol):
         """Queue a message; the future completes when it has been handled."""
         ...
 
+    async def accept(self, inbound: Inbound, adapter: Adapter) -> None:
+        """Queue a platform message durably; confirm it to the platform only after this."""
+        ...
+
     def command_specs(self) -> list[CommandSpec]:
         """The commands a platform should advertise in its menu."""
         ...
@@ -68,6 +72,10 @@ class Adapter(Protocol):
     limits: PlatformLimits
 
     async def start(self, bot: BotHandle) -> None: ...
+
+    async def stop_receiving(self) -> None:
+        """Take no more messages (the bot is stopping); sending still works."""
+        ...
 
     async def stop(self) -> None: ...
 

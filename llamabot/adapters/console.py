@@ -120,6 +120,9 @@ class ConsoleAdapter:
     async def start(self, bot: BotHandle) -> None:
         self._bot = bot
 
+    async def stop_receiving(self) -> None:
+        return None  # the console reads only while chat() runs
+
     async def stop(self) -> None:
         with contextlib.suppress(BrokenPipeError):
             self._out.flush()
@@ -319,11 +322,6 @@ class ConsoleAdapter:
         finally:
             self._answering = False
         seconds = round(time.monotonic() - started, 3)
-        if self._interrupted and not self._jsonl:
-            if self._last_char != "\n":
-                self._write(" ")
-            self._write(f"{_DIM}[interrupted]{_RESET}")
-            self._last_char = "]"
         if self._jsonl:
             after = await self._last(history, conversation)
             status, tokens = self._outcome(before, after)

@@ -6,7 +6,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import aiohttp
 import discord
@@ -21,6 +25,8 @@ from llamabot.events import Author, ChannelRef, Inbound, SentMessage
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # The model's output must never ping anyone: no @everyone/@here, roles, users or the
 # author of the message being answered.
 NO_PINGS = discord.AllowedMentions.none()
@@ -28,6 +34,13 @@ NO_PINGS = discord.AllowedMentions.none()
 # Discord shows "is typing" for about 10 s; renew a little before it lapses.
 TYPING_INTERVAL_S = 8.0
 MAX_CHARS = 2000
+
+# Back-off between attempts to reach Discord while it fails (discord.py itself retries a
+# 5xx answer a few times within ~16 s, a refused connection not at all).
+RETRY_BACKOFF_S = 0.5
+RETRY_BACKOFF_MAX_S = 4.0
+# Failures worth another try: Discord's servers or the network, not a refusal.
+_TRANSIENT = (discord.DiscordServerError, aiohttp.ClientError, OSError, TimeoutError)
 
 # Error codes Discord answers when a reply's original message is gone.
 _UNKNOWN_MESSAGE = 10008
@@ -67,9 +80,9 @@ class _Client(discord.Client):
         self.connected.set()
 
     async def on_message(self, message: discord.Message) -> None:
-        # No await before submit: discord.py starts one task per event in arrival order,
-        # so messages reach the router in the order Discord sent them.
-        self._adapter.receive(message)
+        # discord.py starts one task per event in arrival order; the inbox takes them in
+        # that order (one writer thread), so they reach the router in the order sent.
+        await self._adapter.receive(message)
 
 
 class DiscordAdapter:
@@ -193,6 +206,13 @@ class DiscordAdapter:
                 log.error("the Discord connection ended: %s", exc)
             raise
 
+    async def stop_receiving(self) -> None:
+        """Keep the gateway open until ``stop``.
+
+        Discord never sends a missed message again: one arriving while the bot stops is
+        taken into the inbox and answered at the next start.
+        """
+
     async def stop(self) -> None:
         """Close the gateway and the HTTP session."""
         client, runner = self._client, self._runner
@@ -213,13 +233,15 @@ class DiscordAdapter:
 
     # -- inbound -------------------------------------------------------------------
 
-    def receive(self, message: discord.Message) -> None:
+    async def receive(self, message: discord.Message) -> None:
         """Hand one gateway message to the bot, if it is one the bot should see."""
         inbound = self.normalize(message)
         if inbound is None or self._bot is None:
             return
-        future = self._bot.submit(inbound, self)
-        future.add_done_callback(_report_failure)
+        try:
+            await self._bot.accept(inbound, self)
+        except Exception:
+            log.exception("could not queue a Discord message in %s", inbound.channel.key)
 
     def normalize(self, message: discord.Message) -> Inbound | None:
         """A discord.Message as llamabot's Inbound; ``None`` for messages to ignore."""
@@ -316,19 +338,30 @@ class DiscordAdapter:
                 guild_id=int(to.guild_id) if to.guild_id else None,
                 fail_if_not_exists=False,
             )
+        # One nonce for every attempt: Discord (enforce_nonce) answers a repeated send with
+        # the message the first one created, so a send that timed out is safe to repeat.
+        nonce = random.getrandbits(63)
+
+        async def post() -> discord.Message:
+            if reference is None:
+                return await target.send(text, allowed_mentions=pings, nonce=nonce)
+            return await target.send(
+                text,
+                reference=reference,
+                allowed_mentions=pings,
+                mention_author=False,
+                nonce=nonce,
+            )
+
         try:
             try:
-                if reference is None:
-                    message = await target.send(text, allowed_mentions=pings)
-                else:
-                    message = await target.send(
-                        text, reference=reference, allowed_mentions=pings, mention_author=False
-                    )
+                message = await self._retrying("a message", to, post)
             except discord.HTTPException as exc:
                 if reference is None or exc.code not in (_UNKNOWN_MESSAGE, _INVALID_FORM_BODY):
                     raise
                 # A server that ignores fail_if_not_exists: send without the reply.
-                message = await target.send(text, allowed_mentions=pings)
+                reference = None
+                message = await self._retrying("a message", to, post)
         except discord.Forbidden as exc:
             raise self._refused(to, exc) from None
         except discord.HTTPException as exc:
@@ -342,7 +375,11 @@ class DiscordAdapter:
         """Replace the text of a message the bot sent."""
         partial = self._target(sent.channel).get_partial_message(int(sent.message_id))
         try:
-            await partial.edit(content=text, allowed_mentions=NO_PINGS)
+            await self._retrying(
+                "an edit",
+                sent.channel,
+                lambda: partial.edit(content=text, allowed_mentions=NO_PINGS),
+            )
         except discord.Forbidden as exc:
             raise self._refused(sent.channel, exc) from None
         except discord.HTTPException as exc:
@@ -359,6 +396,26 @@ class DiscordAdapter:
         except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"typing indicator failed: {exc}") from None
 
+    async def _retrying(self, what: str, to: ChannelRef, op: Callable[[], Awaitable[T]]) -> T:
+        """Run ``op``, retrying network and server failures with back-off.
+
+        Retries for up to ``[discord] delivery_retry_s``; then the last failure is raised.
+        """
+        deadline = time.monotonic() + self._section.delivery_retry_s
+        failures = 0
+        while True:
+            try:
+                return await op()
+            except _TRANSIENT as exc:
+                failures += 1
+                left = deadline - time.monotonic()
+                if left <= 0 or self._client is None:
+                    raise
+                if failures == 1:
+                    log.info("Discord did not take %s in %s (%s); retrying", what, to.key, exc)
+                delay = min(RETRY_BACKOFF_S * 2 ** (failures - 1), RETRY_BACKOFF_MAX_S, left)
+                await asyncio.sleep(delay)
+
     def _refused(self, to: ChannelRef, exc: discord.Forbidden) -> DeliveryError:
         # Logged once per channel: a channel without permission would otherwise log on
         # every message anyone posts there.
@@ -371,11 +428,3 @@ class DiscordAdapter:
                 exc.text or "Missing Permissions",
             )
         return DeliveryError(f"no permission to post in {to.key}", permanent=True)
-
-
-def _report_failure(future: asyncio.Future[None]) -> None:
-    if future.cancelled():
-        return
-    exc = future.exception()
-    if exc is not None:
-        log.error("handling a Discord message failed", exc_info=exc)

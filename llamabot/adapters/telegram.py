@@ -1,7 +1,9 @@
 """Telegram through python-telegram-bot, on llamabot's own event loop.
 
-Updates arrive by long polling (PTB's ``Updater``) or by webhook (a small aiohttp server
-feeding PTB's update queue); one PTB handler turns each text message into an ``Inbound``.
+Updates arrive by long polling or by webhook (a small aiohttp server); each text message
+becomes an ``Inbound`` and is confirmed to Telegram (the next ``getUpdates`` offset, the
+webhook's HTTP answer) only once it is durably queued. PTB's ``Updater`` confirms updates
+as soon as it has fetched them, so a stop would lose the ones not handled yet.
 Replies leave as Telegram HTML converted from the model's Markdown, falling back to plain
 text when Telegram refuses the entities.
 """
@@ -14,6 +16,7 @@ import hmac
 import logging
 import os
 import re
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -23,6 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiolimiter import AsyncLimiter
 from telegram import BotCommand, Message, MessageEntity, ReplyParameters, Update
 from telegram import User as TelegramUser
 from telegram.constants import ChatAction, ChatType, ParseMode
@@ -35,14 +39,7 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
-from telegram.ext import (
-    Application,
-    ApplicationBuilder,
-    ContextTypes,
-    ExtBot,
-    MessageHandler,
-    filters,
-)
+from telegram.ext import Application, ApplicationBuilder, ExtBot
 
 from llamabot.adapters.base import BotHandle, DeliveryError, PlatformLimits
 from llamabot.adapters.telegram_html import markdown_to_html, visible_text
@@ -60,8 +57,15 @@ MAX_CHARS = 4096
 TYPING_INTERVAL_S = 4.0  # Telegram shows "typing…" for about 5 s per sendChatAction
 POLL_TIMEOUT_S = 10
 UPDATE_TYPES = ["message"]
-NETWORK_RETRIES = 3
 NETWORK_BACKOFF_S = 0.5
+NETWORK_BACKOFF_MAX_S = 4.0
+# Telegram's limit in a group: 20 messages a minute ([telegram] max_messages_per_s is the
+# overall one).
+GROUP_RATE = 20
+GROUP_PERIOD_S = 60.0
+POLL_BACKOFF_MAX_S = 10.0
+# At stop, how long confirming the last fetched updates to Telegram may take.
+CONFIRM_TIMEOUT_S = 3.0
 RATE_LIMIT_WAITS = 5
 REMEMBERED_MESSAGES = 4096
 # Bot API calls in flight at once. Telegram accepts about 30 messages a second per bot, which
@@ -71,6 +75,11 @@ REMEMBERED_MESSAGES = 4096
 MAX_IN_FLIGHT = 8
 SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
+# Closing tags and whitespace that end an HTML message; opening tags and whitespace that
+# start one (whitespace inside an opening tag separates its attributes and stays).
+_HTML_TAIL = re.compile(r"(?:\s|</[A-Za-z][A-Za-z0-9-]*>)+$")
+_HTML_HEAD = re.compile(r"^(?:\s|<[A-Za-z][^<>]*>)+")
+_OUTSIDE_TAGS_SPACE = re.compile(r"^\s+|(?<=>)\s+")
 COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@([A-Za-z0-9_]+))?(?=\s|$)")
 # Loggers that may print the token: httpx logs each URL (the token is in its path) and
 # PTB's Bot logs its base URLs at DEBUG. A filter acts only on its own logger, so each.
@@ -137,11 +146,17 @@ class TelegramAdapter:
         self._bot_id = 0
         self._username = ""
         self._webhook_runner: web.AppRunner | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._offset = 0  # the next update id to fetch: all before it are in the inbox
+        self._confirmed = 0  # the offset Telegram has been sent
         self._redaction = _RedactToken(self._token)
         self._refused: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._shown: OrderedDict[tuple[str, str], _Shown] = OrderedDict()
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        rate = section.max_messages_per_s
+        self._global_limit = AsyncLimiter(rate, 1.0) if rate > 0 else None
+        self._group_limits: OrderedDict[int, AsyncLimiter] = OrderedDict()
 
     @property
     def username(self) -> str:
@@ -171,11 +186,9 @@ class TelegramAdapter:
             .base_url(section.base_url)
             .base_file_url(_file_url(section.base_url))
             .job_queue(None)  # llamabot has its own scheduler
+            .updater(None)  # updates are fetched here, see the module docstring
         )
-        if section.mode == "webhook":
-            builder = builder.updater(None)
         app = builder.build()
-        app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT, self._on_message))
         self._app = app
         try:
             await app.initialize()
@@ -196,28 +209,31 @@ class TelegramAdapter:
         if section.mode == "webhook":
             await self._start_webhook(app)
         else:
-            assert app.updater is not None
-            await app.updater.start_polling(
-                timeout=timedelta(seconds=POLL_TIMEOUT_S),
-                allowed_updates=UPDATE_TYPES,
-                bootstrap_retries=NETWORK_RETRIES,
-                error_callback=self._on_poll_error,
-            )
+            # A webhook left registered would make every getUpdates fail with a conflict.
+            await self._call("deleteWebhook", "polling", lambda: app.bot.delete_webhook())
+            self._poller = asyncio.create_task(self._poll(app), name="telegram-polling")
         log.info("Telegram: @%s is %s", self._username, _mode_text(section))
+
+    async def stop_receiving(self) -> None:
+        """Fetch no more updates (or refuse webhooks); confirm the ones queued."""
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+            await self._confirm_offset()
+        if self._webhook_runner is not None:
+            runner, self._webhook_runner = self._webhook_runner, None
+            await runner.cleanup()
 
     async def stop(self) -> None:
         """Stop receiving, then close PTB, in the reverse order of ``start``."""
+        await self.stop_receiving()
         app, self._app = self._app, None
         background = list(self._background)
         for task in background:
             task.cancel()  # refusals and typing calls not finished yet are not worth waiting for
         await asyncio.gather(*background, return_exceptions=True)
-        if self._webhook_runner is not None:
-            runner, self._webhook_runner = self._webhook_runner, None
-            await runner.cleanup()
         if app is not None:
-            if app.updater is not None and app.updater.running:
-                await app.updater.stop()
             if app.running:
                 await app.stop()
             await app.shutdown()
@@ -279,9 +295,55 @@ class TelegramAdapter:
 
     # -- receiving ---------------------------------------------------------------------
 
+    async def _poll(self, app: AnyApplication) -> None:
+        """Long-poll for updates; a batch is confirmed by the next call's offset."""
+        poll_failures = take_failures = 0
+        while True:
+            try:
+                updates = await app.bot.get_updates(
+                    offset=self._offset or None,
+                    timeout=POLL_TIMEOUT_S,
+                    allowed_updates=UPDATE_TYPES,
+                )
+            except Exception as exc:  # whatever it was, polling must go on
+                poll_failures += 1
+                self._on_poll_error(exc)
+                await asyncio.sleep(_backoff(poll_failures))
+                continue
+            poll_failures = 0
+            self._confirmed = self._offset
+            for update in updates:
+                try:
+                    await self._take(update)
+                except Exception as exc:  # the database refused it: fetch it again later
+                    take_failures += 1
+                    if take_failures == 1:
+                        log.exception("could not queue Telegram update %s", update.update_id)
+                    else:
+                        log.debug("could not queue Telegram update %s: %s", update.update_id, exc)
+                    await asyncio.sleep(_backoff(take_failures))
+                    break
+                take_failures = 0
+                self._offset = update.update_id + 1
+
+    async def _confirm_offset(self) -> None:
+        """Tell Telegram the updates fetched last are taken (as PTB does at stop)."""
+        app = self._app
+        if app is None or self._offset == self._confirmed:
+            return
+        try:
+            async with asyncio.timeout(CONFIRM_TIMEOUT_S):
+                await app.bot.get_updates(
+                    offset=self._offset, timeout=0, allowed_updates=UPDATE_TYPES
+                )
+            self._confirmed = self._offset
+        except (TelegramError, TimeoutError) as exc:
+            # They come again at the next start; the inbox knows them and skips them.
+            log.info("could not confirm the last Telegram updates at stop (%s)", exc)
+
     async def _on_webhook(self, request: web.Request) -> web.Response:
         app = self._app
-        if app is None:
+        if app is None or self._handle is None:
             return web.Response(status=503)
         offered = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
         if not hmac.compare_digest(offered.encode(), self._secret.encode()):
@@ -293,11 +355,17 @@ class TelegramAdapter:
         except (ValueError, TypeError, KeyError):
             log.warning("rejected a Telegram webhook request that is not an update")
             return web.Response(status=400)
-        await app.update_queue.put(update)
+        try:
+            await self._take(update)
+        except Exception:  # the database refused it: Telegram delivers it again later
+            log.exception("could not queue Telegram update %s", update.update_id)
+            return web.Response(status=500)
         return web.Response(status=200)
 
-    def _on_poll_error(self, exc: TelegramError) -> None:
-        if isinstance(exc, Conflict):
+    def _on_poll_error(self, exc: Exception) -> None:
+        if not isinstance(exc, TelegramError):
+            log.error("Telegram polling failed; retrying with back-off", exc_info=exc)
+        elif isinstance(exc, Conflict):
             log.warning(
                 "Telegram: another program is receiving this bot's updates (%s); only one may",
                 exc,
@@ -305,7 +373,8 @@ class TelegramAdapter:
         else:
             log.warning("Telegram polling failed (%s); retrying with back-off", exc)
 
-    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _take(self, update: Update) -> None:
+        """Queue a text message for the bot; returns once a restart cannot lose it."""
         message = update.message
         if message is None or self._handle is None:
             return
@@ -316,9 +385,10 @@ class TelegramAdapter:
             if inbound.channel.is_private and not self._may_talk(message.from_user):
                 self._refuse(inbound)
                 return
-            self._handle.submit(inbound, self)
-        except Exception:
+        except Exception:  # a message this code cannot read is skipped, not fetched forever
             log.exception("could not take a Telegram message in chat %s", message.chat_id)
+            return
+        await self._handle.accept(inbound, self)
 
     def normalize(self, message: Message) -> Inbound | None:
         """Turn a Telegram message into an ``Inbound``; ``None`` when it is not for the bot."""
@@ -519,13 +589,14 @@ class TelegramAdapter:
         fell_back = False
         for body, parse_mode in attempts:
             # Once Telegram refused a message's HTML, its later edits stay plain text.
-            shown = _Shown(body.strip(), parse_mode, plain_only=plain_only or fell_back)
+            shown = _Shown(_as_shown(body, parse_mode), parse_mode, plain_only or fell_back)
             if previous is not None and (previous.body, previous.parse_mode) == (
                 shown.body,
                 shown.parse_mode,
             ):
                 return None, shown
             try:
+                await self._throttle(int(to.chat_id))
                 result = await self._call(method, to.key, functools.partial(call, body, parse_mode))
             except BadRequest as exc:
                 if parse_mode is not None and "can't parse entities" in str(exc).lower():
@@ -540,8 +611,31 @@ class TelegramAdapter:
             return result, shown
         raise AssertionError("the plain-text attempt always returns or raises")
 
+    async def _throttle(self, chat_id: int) -> None:
+        """Wait until Telegram's limits let a message or an edit leave.
+
+        ``max_messages_per_s`` for all chats, 20 a minute in a group: kept ahead, rather
+        than learned from 429 answers.
+        """
+        if chat_id < 0:  # groups and channels
+            group = self._group_limits.get(chat_id)
+            if group is None:
+                group = self._group_limits[chat_id] = AsyncLimiter(GROUP_RATE, GROUP_PERIOD_S)
+                while len(self._group_limits) > REMEMBERED_MESSAGES:
+                    self._group_limits.popitem(last=False)
+            self._group_limits.move_to_end(chat_id)
+            await group.acquire()
+        if self._global_limit is not None:
+            await self._global_limit.acquire()
+
     async def _call(self, method: str, where: str, op: Callable[[], Awaitable[T]]) -> T:
-        """Run one Bot API call with Telegram's retry rules; ``BadRequest`` passes through."""
+        """Run one Bot API call with Telegram's retry rules; ``BadRequest`` passes through.
+
+        A network failure or a server error is retried with back-off for up to
+        ``[telegram] delivery_retry_s``. A ``sendMessage`` that timed out may have
+        arrived; it is sent again all the same (a rare duplicate beats a lost reply).
+        """
+        deadline = time.monotonic() + self._section.delivery_retry_s
         network_failures = 0
         rate_limits = 0
         while True:
@@ -560,15 +654,18 @@ class TelegramAdapter:
                 raise DeliveryError(f"{method}: {exc}", permanent=True) from None
             except BadRequest:
                 raise
-            except NetworkError as exc:  # TimedOut is a NetworkError too
+            except NetworkError as exc:  # TimedOut and HTTP 5xx are NetworkErrors too
                 network_failures += 1
-                if network_failures > NETWORK_RETRIES:
-                    raise DeliveryError(f"{method}: {exc}") from None
-                delay = NETWORK_BACKOFF_S * 2 ** (network_failures - 1)
-                log.info(
-                    "Telegram %s failed in %s (%s); retrying in %.1f s", method, where, exc, delay
-                )
-                await asyncio.sleep(delay)
+                delay = min(NETWORK_BACKOFF_S * 2 ** (network_failures - 1), NETWORK_BACKOFF_MAX_S)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeliveryError(
+                        f"{method}: Telegram unreachable for {self._section.delivery_retry_s:g} s "
+                        f"({exc})"
+                    ) from None
+                if network_failures == 1:
+                    log.info("Telegram %s failed in %s (%s); retrying", method, where, exc)
+                await asyncio.sleep(min(delay, left))
             except TelegramError as exc:
                 raise DeliveryError(f"{method}: {exc}", permanent=True) from None
 
@@ -583,6 +680,24 @@ class TelegramAdapter:
         self._shown.move_to_end(key)
         while len(self._shown) > REMEMBERED_MESSAGES:
             self._shown.popitem(last=False)
+
+
+def _as_shown(body: str, parse_mode: str | None) -> str:
+    """``body`` as Telegram compares it, to skip an edit that would not change anything.
+
+    Telegram trims whitespace around the visible text, also inside the tags that open or
+    close the message: a code block streamed line by line ends in whitespace that is never
+    shown, and an edit adding it draws "message is not modified".
+    """
+    body = body.strip()
+    if parse_mode != ParseMode.HTML:
+        return body
+    body = _HTML_TAIL.sub(lambda tail: "".join(tail.group(0).split()), body)
+    return _HTML_HEAD.sub(lambda head: _OUTSIDE_TAGS_SPACE.sub("", head.group(0)), body)
+
+
+def _backoff(failures: int) -> float:
+    return float(min(NETWORK_BACKOFF_S * 2**failures, POLL_BACKOFF_MAX_S))
 
 
 def _retry_after_seconds(exc: RetryAfter) -> float:

@@ -19,7 +19,7 @@ import ollama
 import pydantic
 
 from llamabot.llm.base import ChatMessage, GenerationOptions, Health, ModelInfo, estimate_tokens
-from llamabot.llm.errors import GenerationTimeout, ModelError, ModelUnavailable
+from llamabot.llm.errors import GenerationTimeout, ModelError, ModelUnavailable, ReplyCut
 from llamabot.llm.ollama_hosts import (
     PROBE_TIMEOUT_S,
     TRANSPORT_ERRORS,
@@ -56,6 +56,15 @@ class OllamaModel:
         self._idle_timeout = idle_timeout
         self._pool = HostPool(section.all_hosts, retry_after_s=section.retry_after_s)
         self._context: dict[tuple[str, str], int | None] = {}
+
+    def set_timeouts(self, first_token_s: float, idle_s: float) -> None:
+        """Put new first-token and idle timeouts in force from the next reply on."""
+        self._first_token_timeout = first_token_s
+        self._idle_timeout = idle_s
+
+    def served_model(self, requested: str) -> str:
+        """Ollama serves the model the persona names."""
+        return requested
 
     @property
     def hosts(self) -> list[str]:
@@ -117,6 +126,8 @@ class OllamaModel:
                     finally:
                         await stream.aclose()
                     self._pool.mark_ok(host)
+                    if part.done_reason == "length":
+                        raise ReplyCut(f"Ollama at {host.url} stopped at num_predict")
                     return
                 except ollama.ResponseError as exc:
                     if exc.status_code == 404 and not streamed:

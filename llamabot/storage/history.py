@@ -84,9 +84,11 @@ def _naive_utc(moment: datetime) -> datetime:
 # The per-message statements run on the DB-API cursor with SQL compiled once from the
 # models: SQLAlchemy's per-execute work was a third of the time a message spends here.
 _MESSAGE_COLUMNS = [c.name for c in Message.__table__.columns if c.name != "id"]
+# A person's message already stored (a replayed platform update) inserts nothing.
 _INSERT_SQL = str(
-    insert(Message)
+    sqlite.insert(Message)
     .values({name: bindparam(name) for name in _MESSAGE_COLUMNS})
+    .on_conflict_do_nothing()
     .compile(dialect=sqlite.dialect(paramstyle="named"))
 )
 _WINDOW = (
@@ -103,6 +105,7 @@ _TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def _insert(conn: Connection, conversation_id: int, message: NewMessage) -> int:
+    """Store one message; returns its id, or 0 when it was stored before."""
     cursor = conn.connection.cursor()
     try:
         cursor.execute(
@@ -122,7 +125,7 @@ def _insert(conn: Connection, conversation_id: int, message: NewMessage) -> int:
                 "created_at": _now().strftime(_TIMESTAMP),
             },
         )
-        return int(cursor.lastrowid or 0)
+        return int(cursor.lastrowid or 0) if cursor.rowcount else 0
     finally:
         cursor.close()
 
@@ -168,6 +171,10 @@ class HistoryStore:
         if self._serial is not None:
             await self._serial.aclose()
 
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(connection)`` as one transaction on the history connection."""
+        return await self._unit(work)
+
     async def _unit(self, work: Callable[[Connection], T]) -> T:
         if self._serial is not None:
             return await self._serial.run(work)
@@ -210,14 +217,16 @@ class HistoryStore:
 
     async def append_and_window(
         self, conversation_id: int, message: NewMessage, max_messages: int, max_tokens: int
-    ) -> list[Turn]:
+    ) -> list[Turn] | None:
         """Store a person's message and read the window that ends with it, in one go.
 
         The newest turn is always included, even when it alone is over ``max_tokens``.
+        ``None`` when this platform message was stored before (it was answered already).
         """
 
-        def work(conn: Connection) -> list[Turn]:
-            _insert(conn, conversation_id, message)
+        def work(conn: Connection) -> list[Turn] | None:
+            if not _insert(conn, conversation_id, message):
+                return None
             return _read_window(conn, conversation_id, max_messages, max_tokens)
 
         return await self._unit(work)

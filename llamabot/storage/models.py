@@ -14,6 +14,8 @@ from sqlalchemy import (
     String,
     Text,
     Unicode,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -48,6 +50,15 @@ class Message(Base):
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
         Index("ix_messages_author_id", "author_id"),
         Index("ix_messages_created_at", "created_at"),
+        # A platform message is stored once: a replayed update (a restart, a platform
+        # delivering twice) finds its row and is not answered again.
+        Index(
+            "uq_messages_user_platform_message",
+            "conversation_id",
+            "platform_message_id",
+            unique=True,
+            sqlite_where=text("role = 'user'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -63,6 +74,23 @@ class Message(Base):
     platform_message_id: Mapped[str | None] = mapped_column(String(64))
     reply_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column()
+
+
+class InboxEntry(Base):
+    """A platform message taken in but not handled yet.
+
+    Adapters confirm a message to the platform only once it is here; it leaves when it
+    was handled, so messages the bot stopped before are handled at the next start.
+    """
+
+    __tablename__ = "inbox"
+    __table_args__ = (UniqueConstraint("conversation_key", "platform_message_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_key: Mapped[str] = mapped_column(String(255))
+    platform_message_id: Mapped[str | None] = mapped_column(String(64))
+    inbound: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column()
 
 
 class SchedulerJob(Base):

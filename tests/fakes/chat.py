@@ -39,6 +39,9 @@ class RecordingAdapter:
     async def start(self, bot: BotHandle) -> None:
         self.bot = bot
 
+    async def stop_receiving(self) -> None:
+        return None
+
     async def stop(self) -> None:
         return None
 

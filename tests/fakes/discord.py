@@ -8,6 +8,11 @@ compression when the client asks for it — and the REST routes a bot uses to ta
 Discord's error shapes (429 with ``Via`` and ``retry_after``, 403 Missing Permissions,
 400 Invalid Form Body).
 
+Faults on purpose: failed sends and edits (``fail_next_sends``), an outage window of N
+seconds in which every REST request gets HTTP 500 or a cut connection (``outage``); a
+POST with a ``nonce`` it has seen is answered with the first message, as Discord does
+with ``enforce_nonce``.
+
 Everything that crosses the wire is recorded: every REST request (method, path, JSON
 body, monotonic time, status) and every message with its current content and the
 history of its edits, so a test can say what a person would see in the channel.
@@ -283,6 +288,10 @@ class FakeDiscord:
         self.identifies = 0
         self.resumes = 0
         self.forbidden_channels: set[str] = set()
+        self.outage_until = 0.0  # time.monotonic() before which every REST request fails
+        self.lost_answers = 0  # the next N message POSTs take effect, but the answer is lost
+        self.outage_mode = "500"
+        self._by_nonce: dict[str, FakeMessage] = {}
         self._send_failures: list[_Failure] = []
         self._edit_failures: list[_Failure] = []
         self._sessions: dict[str, _Session] = {}
@@ -474,6 +483,12 @@ class FakeDiscord:
     ) -> None:
         """Answer the next ``count`` message POSTs with ``status`` (429, 403, 500, ...)."""
         self._send_failures += [_Failure(status, retry_after, is_global)] * count
+
+    def outage(self, seconds: float, how: str = "500") -> None:
+        """For ``seconds``, every REST request fails: ``500`` (an HTTP 500 answer) or
+        ``close`` (the connection is cut before any answer; the request had no effect)."""
+        self.outage_until = time.monotonic() + seconds
+        self.outage_mode = how
 
     def fail_next_edits(
         self, count: int, status: int = 429, *, retry_after: float = 0.25, is_global: bool = False
@@ -748,10 +763,20 @@ class FakeDiscord:
         )
         self.requests.append(record)
         request[_RECORD] = record
-        if request.headers.get("Authorization") != f"Bot {self.token}":
-            response: web.StreamResponse = _json({"message": "401: Unauthorized", "code": 0}, 401)
+        if time.monotonic() < self.outage_until:
+            if self.outage_mode == "close" and request.transport is not None:
+                request.transport.abort()
+            response: web.StreamResponse = _json(
+                {"message": "500: Internal Server Error", "code": 0}, 500
+            )
+        elif request.headers.get("Authorization") != f"Bot {self.token}":
+            response = _json({"message": "401: Unauthorized", "code": 0}, 401)
         else:
             response = await handler(request)
+            lose = self.lost_answers and request.method == "POST" and response.status == 200
+            if lose and request.path.endswith("/messages") and request.transport is not None:
+                self.lost_answers -= 1
+                request.transport.abort()  # done, but the client never hears of it
         record.status = response.status
         await self._notify()
         return response
@@ -816,6 +841,9 @@ class FakeDiscord:
         if self._send_failures:
             return _failure(self._send_failures.pop(0), "messages-post")
         body = _body(request)
+        nonce = str(body.get("nonce")) if body.get("enforce_nonce") else None
+        if nonce is not None and nonce in self._by_nonce:
+            return _json(self._by_nonce[nonce].payload)  # a repeated send: the same message
         content = body.get("content") or ""
         invalid = _check_content(content, body)
         if invalid is not None:
@@ -834,6 +862,8 @@ class FakeDiscord:
         message.posted_at = request[_RECORD].at
         if referenced is not None:
             self.replies_to.setdefault(referenced.id, message)
+        if nonce is not None:
+            self._by_nonce[nonce] = message
         await self._dispatch("MESSAGE_CREATE", message.payload)
         return _json(message.payload)
 

@@ -49,6 +49,7 @@ class ScriptedModel:
     name: str = "scripted"
     calls: list[ModelCall] = field(default_factory=list)
     call_started: asyncio.Event = field(default_factory=asyncio.Event)
+    timeouts: tuple[float, float] | None = None
 
     async def stream_chat(
         self, model: str, messages: list[ChatMessage], options: GenerationOptions
@@ -69,6 +70,12 @@ class ScriptedModel:
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
+
+    def served_model(self, requested: str) -> str:
+        return requested
+
+    def set_timeouts(self, first_token_s: float, idle_s: float) -> None:
+        self.timeouts = (first_token_s, idle_s)
 
     async def context_length(self, model: str) -> int | None:
         return None

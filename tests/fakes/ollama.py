@@ -309,12 +309,17 @@ class FakeOllama:
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 4 for m in messages)
         if not messages:
             return web.json_response(self._final(name, "", "load", 0, 0, started))
+        # Like Ollama: num_predict cuts the answer and the final chunk says "length".
+        reason = "stop"
+        limit = (body.get("options") or {}).get("num_predict")
+        if isinstance(limit, int) and 0 < limit < len(tokens):
+            tokens, reason = tokens[:limit], "length"
         if body.get("stream", True) is False:
             await self._sleep(self.first_token_delay)
             return web.json_response(
-                self._final(name, "".join(tokens), "stop", len(tokens), prompt_tokens, started)
+                self._final(name, "".join(tokens), reason, len(tokens), prompt_tokens, started)
             )
-        return await self._stream(request, name, tokens, prompt_tokens, started)
+        return await self._stream(request, name, tokens, prompt_tokens, started, reason)
 
     async def _stream(
         self,
@@ -323,6 +328,7 @@ class FakeOllama:
         tokens: list[str],
         prompt_tokens: int,
         started: int,
+        reason: str = "stop",
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
@@ -365,7 +371,7 @@ class FakeOllama:
                 await self._flush(response, pending)
                 await self._release.wait()
             pending.append(
-                _line(self._final(name, "", "stop", len(tokens), prompt_tokens, started))
+                _line(self._final(name, "", reason, len(tokens), prompt_tokens, started))
             )
             await self._flush(response, pending)
             await response.write_eof()

@@ -6,7 +6,9 @@ poll, parses ``parse_mode=HTML`` the way Telegram does (so a test sees what a us
 and answers errors with ``error_code``, ``description`` and ``parameters.retry_after``.
 
 Switches make it misbehave on purpose: rate-limit the next N sends, a chat that blocked
-the bot, HTML it refuses, a restart on the same port that keeps the update queue.
+the bot, HTML it refuses, a restart on the same port that keeps the update queue (updates
+not confirmed by an offset come again), bursts of HTTP 500 answers or cut connections, and
+an outage window of N seconds in which every request fails.
 """
 
 from __future__ import annotations
@@ -344,12 +346,20 @@ class FakeTelegram:
         self.webhook_deliveries: list[tuple[int, int]] = []  # (update_id, HTTP status)
         self.delivered_at: dict[int, float] = {}  # update_id -> first getUpdates delivery
         self.deliveries: list[list[int]] = []  # update ids of every non-empty getUpdates answer
+        self.sent_updates: dict[int, dict[str, Any]] = {}  # every update pushed, by id
         # Switches a test sets:
         self.rate_limited: dict[str, int] = {}  # method -> how many calls to answer 429
         self.retry_after = 1
         self.blocked_chats: set[int] = set()
         self.reject_html: Callable[[str], bool] | None = None
         self.listeners: list[Callable[[Call], None]] = []  # told of every answered request
+        self.failing: dict[str, list[str]] = {}  # method -> how the next calls fail, in order
+        self.outage_until = 0.0  # time.monotonic() before which every request fails
+        self.outage_mode = "500"
+        # (count, seconds): a group taking more messages and edits than this in any such
+        # window answers 429, as Telegram does past its group limit.
+        self.group_limit: tuple[int, float] | None = None
+        self._group_calls: dict[int, list[float]] = {}
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(500_000)
         self._message_ids: dict[int, itertools.count[int]] = {}
@@ -465,6 +475,7 @@ class FakeTelegram:
         update_id = next(self._update_ids)
         message.update_id = update_id
         self._updates.append({"update_id": update_id, "message": self._message_json(message)})
+        self.sent_updates[update_id] = self._updates[-1]
         self._poke()
         return message
 
@@ -472,8 +483,26 @@ class FakeTelegram:
         """Enqueue a raw update (its ``update_id`` is assigned here)."""
         update_id = next(self._update_ids)
         self._updates.append({**update, "update_id": update_id})
+        self.sent_updates[update_id] = self._updates[-1]
         self._poke()
         return update_id
+
+    def replay(self, update_id: int) -> None:
+        """Queue an update again, same id, as Telegram does when the bot's confirmation
+        (the next offset) never reached it; the next poll without that offset gets it."""
+        self._updates.append(self.sent_updates[update_id])
+        self._updates.sort(key=lambda update: int(update["update_id"]))
+        self._poke()
+
+    def fail_next(self, count: int, method: str = "sendMessage", how: str = "500") -> None:
+        """Fail the next ``count`` calls of ``method``: ``500`` (an HTTP 500 answer) or
+        ``close`` (the connection is cut before any answer; the call had no effect)."""
+        self.failing.setdefault(method, []).extend([how] * count)
+
+    def outage(self, seconds: float, how: str = "500") -> None:
+        """For the next ``seconds``, every request fails (see ``fail_next`` for ``how``)."""
+        self.outage_until = time.monotonic() + seconds
+        self.outage_mode = how
 
     def rate_limit_next(
         self, count: int, method: str = "sendMessage", retry_after: int = 1
@@ -555,6 +584,16 @@ class FakeTelegram:
             handler = getattr(self, f"_api_{method}", None)
             if handler is None:
                 raise ApiError(404, "Not Found")
+            fault = self._fault(method)
+            if fault == "close":
+                call.status, call.error = 0, "connection cut"
+                if request.transport is not None:
+                    request.transport.abort()
+                self._answered(call)
+                return web.Response(status=500)  # never reaches the client
+            if fault == "500":
+                raise ApiError(500, "Internal Server Error")
+            self._check_group_limit(method, params)
             pending = self.rate_limited.get(method, 0)
             if pending > 0:
                 self.rate_limited[method] = pending - 1
@@ -576,6 +615,26 @@ class FakeTelegram:
         call.result = result
         self._answered(call)
         return web.json_response({"ok": True, "result": result})
+
+    def _check_group_limit(self, method: str, params: dict[str, Any]) -> None:
+        chat_id = params.get("chat_id")
+        if self.group_limit is None or method not in ("sendMessage", "editMessageText"):
+            return
+        if not isinstance(chat_id, int) or chat_id >= 0:
+            return
+        count, period = self.group_limit
+        now = time.monotonic()
+        recent = [at for at in self._group_calls.get(chat_id, []) if at > now - period]
+        if len(recent) >= count:
+            wait = max(1, int(recent[0] + period - now + 1))
+            raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
+        self._group_calls[chat_id] = [*recent, now]
+
+    def _fault(self, method: str) -> str | None:
+        if time.monotonic() < self.outage_until:
+            return self.outage_mode
+        queued = self.failing.get(method)
+        return queued.pop(0) if queued else None
 
     def _answered(self, call: Call) -> None:
         for listener in self.listeners:

@@ -1,0 +1,107 @@
+"""Inbox: platform messages taken in and not handled yet, kept across a restart.
+
+An adapter confirms a message to its platform only once it is in the inbox; the bot
+deletes it once handled. Whatever a stop left here is handled at the next start.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy.dialects import sqlite
+
+from llamabot.events import Author, ChannelRef, Inbound
+from llamabot.storage.history import HistoryStore
+from llamabot.storage.models import InboxEntry
+
+_DIALECT = sqlite.dialect(paramstyle="named")
+# Compiled once, run on the DB-API cursor: this is on every message's path.
+_PUT_SQL = str(
+    sqlite.insert(InboxEntry)
+    .values(
+        conversation_key=bindparam("key"),
+        platform_message_id=bindparam("message_id"),
+        inbound=bindparam("inbound"),
+        received_at=bindparam("received_at"),
+    )
+    .on_conflict_do_nothing()
+    .compile(dialect=_DIALECT)
+)
+_DONE_SQL = str(
+    delete(InboxEntry).where(InboxEntry.id == bindparam("id")).compile(dialect=_DIALECT)
+)
+_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
+T = TypeVar("T")
+
+
+def _as_json(inbound: Inbound) -> str:
+    data = asdict(inbound)
+    data["received_at"] = inbound.received_at.isoformat()
+    return json.dumps(data, ensure_ascii=False)
+
+
+def _build(cls: type[T], data: dict[str, Any]) -> T:
+    """``cls(**data)`` with only the fields ``cls`` has now.
+
+    Rows written by another version of llamabot still load: a field added since gets
+    its default, a field removed since is left out.
+    """
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+    return cls(**values)
+
+
+def _from_json(text: str) -> Inbound:
+    data: dict[str, Any] = json.loads(text)
+    data["channel"] = _build(ChannelRef, data["channel"])
+    data["author"] = _build(Author, data["author"])
+    data["received_at"] = datetime.fromisoformat(data["received_at"])
+    return _build(Inbound, data)
+
+
+class Inbox:
+    """The durable queue in front of the router, in the history database."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        self._store = store
+
+    async def put(self, inbound: Inbound) -> int | None:
+        """Keep a message until it is handled; ``None`` when it is already kept."""
+        params = {
+            "key": inbound.channel.key,
+            "message_id": inbound.message_id,
+            "inbound": _as_json(inbound),
+            "received_at": datetime.now(UTC).replace(tzinfo=None).strftime(_TIMESTAMP),
+        }
+
+        def work(conn: Connection) -> int | None:
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(_PUT_SQL, params)
+                return int(cursor.lastrowid or 0) if cursor.rowcount else None
+            finally:
+                cursor.close()
+
+        return await self._store.run(work)
+
+    async def done(self, entry_id: int) -> None:
+        """The message was handled: forget it."""
+
+        def work(conn: Connection) -> None:
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(_DONE_SQL, {"id": entry_id})
+            finally:
+                cursor.close()
+
+        await self._store.run(work)
+
+    async def pending(self) -> list[tuple[int, Inbound]]:
+        """Messages a stop left unhandled, oldest first."""
+        query = select(InboxEntry.id, InboxEntry.inbound).order_by(InboxEntry.id)
+        rows = await self._store.run(lambda conn: list(conn.execute(query)))
+        return [(int(entry_id), _from_json(text)) for entry_id, text in rows]
