@@ -11,7 +11,7 @@ from llamabot.llm.errors import ModelNotFound, ModelUnavailable
 from llamabot.plugin_host import PluginHost
 from tests.conftest import BASE_TOML, MakeConfig
 from tests.fakes.chat import RecordingAdapter
-from tests.fakes.model import ScriptedModel
+from tests.fakes.model import ScriptedModel, echo
 
 LOCAL = ChannelRef("console", "local", is_private=True)
 KEY = LOCAL.key
@@ -188,3 +188,22 @@ async def test_stopping_lets_a_reply_in_flight_finish(make_config: MakeConfig) -
         await model.call_started.wait()
     await answered
     assert adapter.shown_at_stop == ["x" * 2000]
+
+
+async def test_interrupting_a_reply_keeps_its_text_marked_and_the_lane_open(
+    make_config: MakeConfig, adapter: RecordingAdapter
+) -> None:
+    model = ScriptedModel(reply=lambda call: "x" * 2000, chunk=1)
+    async with bot(make_config(), model, adapter) as running:
+        answered = adapter.say("go on and on")
+        await model.call_started.wait()
+        await adapter.changed.wait()  # something is on screen
+        assert running.interrupt(KEY)
+        await answered
+        assert not running.interrupt(KEY)  # nothing left to stop
+        model.reply = echo
+        await adapter.say("next")  # the conversation still answers
+    first, second = adapter.messages_in(KEY)
+    assert first.startswith("x") and first.endswith("\n\n[interrupted]")
+    assert "restarting" not in first
+    assert second == "echo: go on and on\n\nnext"  # the cut reply is not in the window
