@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 # refusal, a notice, a reminder.
 NOTICE = "notice"
 
-_BOLD_CYAN, _BOLD_GREEN, _DIM, _RESET = "\x1b[1;36m", "\x1b[1;32m", "\x1b[2m", "\x1b[0m"
+_BOLD_CYAN, _DIM, _RESET = "\x1b[1;36m", "\x1b[2m", "\x1b[0m"
 _EMPTY_LINE = re.compile(r"\n(?=\n)")
 
 
