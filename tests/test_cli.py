@@ -178,3 +178,39 @@ def test_every_command_printing_into_a_closed_pipe_ends_quietly(
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 0, stderr
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+@pytest.mark.skipif(bundled_model_path() is None, reason="needs llamabot[embedded]")
+async def test_kill_9_of_the_model_worker_mid_reply_leaves_the_chat_answering(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text(CONFIG.replace("max_tokens = 32", "max_tokens = 400"))
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "llamabot.cli", "chat", "--config", str(config)),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(b"Tell me a very long story about a llama.\n")
+    await process.stdin.drain()
+    streamed = await process.stdout.read(1)  # the reply has begun
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    [worker] = children  # the bot's only child: the llama.cpp worker
+    os.kill(int(worker), 9)
+    process.stdin.write(b"Name one colour.\n")
+    process.stdin.close()
+    out, err = await process.communicate()
+    text = (streamed + out).decode()
+    assert process.returncode == 0, err.decode()
+    assert "The model crashed while answering" in text
+    assert "Traceback" not in err.decode()
+    with sqlite3.connect(tmp_path / "chat.db") as db:
+        rows = db.execute(
+            "SELECT status FROM messages WHERE role = 'assistant' ORDER BY id"
+        ).fetchall()
+    crashed, answered = (status for (status,) in rows)
+    assert crashed == "failed"
+    assert answered in ("ok", "cut")  # answered by a fresh worker
