@@ -24,6 +24,22 @@ DEFAULT_ANSWER_TOKENS = 512
 EMPTY_REPLY = "The model gave an empty answer. Try rephrasing your message."
 # For failures nobody foresaw (a malformed server answer, a bug): the log has the traceback.
 UNEXPECTED_FAILURE = "Something went wrong while answering; the bot's admin can see why in the log."
+
+
+class UnexpectedFailure(ModelError):
+    """A reply ended by an exception nobody foresaw (a malformed server answer, a bug)."""
+
+    user_message = UNEXPECTED_FAILURE
+    partial_status = "failed"
+
+
+def _ended_early(error: ModelError, text: str) -> tuple[str, str]:
+    """The stored status and the closing notice of a reply that ``error`` ended."""
+    if text.strip():
+        return error.partial_status, error.marker()
+    return "failed", error.user_message
+
+
 STORE_FAILURE = (
     "I can't save messages right now, so I haven't answered; please try again later. "
     "The bot's admin can see why in the log (a full disk, perhaps)."
@@ -101,19 +117,14 @@ class Conversation:
         except ModelError as exc:
             level = logging.INFO if isinstance(exc, ReplyCut) else logging.WARNING
             log.log(level, "reply in %s ended early: %s", channel.key, exc)
-            if reply.text.strip():
-                status, notice = exc.partial_status, exc.marker()
-            else:
-                status, notice = "failed", exc.user_message
+            status, notice = _ended_early(exc, reply.text)
         except asyncio.CancelledError as exc:
             await reply.cancel(STOPPED_NOTICE if exc.args == (STOPPED_NOTICE,) else RESTART_NOTICE)
             await self._store_reply(conversation_id, resolved, reply.text, "interrupted", None, 0)
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("reply in %s failed unexpectedly", channel.key)
-            status, notice = "failed", UNEXPECTED_FAILURE
-            if reply.text.strip():
-                notice = f"\n\n[interrupted: {UNEXPECTED_FAILURE}]"
+            status, notice = _ended_early(UnexpectedFailure(repr(exc)), reply.text)
         answer = reply.text
         if status == "ok" and not answer.strip():
             status, notice = "failed", EMPTY_REPLY
