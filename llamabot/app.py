@@ -29,6 +29,7 @@ from llamabot.storage.engine import create_engine, upgrade
 from llamabot.storage.history import HistoryStore
 from llamabot.storage.inbox import Inbox
 from llamabot.streaming import send_text
+from llamabot.watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
     from llamabot.scheduler import Scheduler
@@ -295,7 +296,8 @@ class Bot:
             )
 
     def _start_maintenance(self) -> None:
-        """Background upkeep: the bot.toml watcher and the daily history retention."""
+        """Background upkeep: the bot.toml watcher, the daily history retention, and the
+        watchdog that names a plugin blocking the event loop."""
         if self._watch_config and self.config_path is not None:
             self.watcher = ConfigWatcher(
                 self.config_path, current=lambda: self._config, apply=self.apply_config
@@ -304,6 +306,7 @@ class Bot:
         self._background(
             keep_pruning(self.store, lambda: self._config.history.keep_days), "retention"
         )
+        self._background(LoopWatchdog().run(), "loop watchdog")
 
     def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)

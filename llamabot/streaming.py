@@ -26,6 +26,10 @@ RESTART_NOTICE = "[interrupted: the bot is restarting]"
 STOPPED_NOTICE = "[interrupted]"
 # How long, at stop, telling a person their reply was cut may take.
 NOTICE_TIMEOUT_S = 5.0
+# The first message waits this long after the first text for more of it: a reply that
+# is done by then goes out whole in one request, with no edit (and no edit interval
+# to wait out before the conversation's next message).
+FIRST_SEND_HOLD_S = 0.25
 _SENTENCE_END = re.compile(r"[.!?…][)\]\"'»]*\s+")
 
 
@@ -148,6 +152,8 @@ class ReplyStream:
         self._last_edit = 0.0
         self._dirty = asyncio.Event()
         self._finished = False
+        self._ended = asyncio.Event()  # set with _finished: ends the first-send hold early
+        self._first_text_at: float | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._typing_task: asyncio.Task[None] | None = None
         self.messages: list[SentMessage] = []
@@ -168,6 +174,8 @@ class ReplyStream:
         """Add model output; the platform catches up in the background."""
         if not delta or self._finished:
             return
+        if self._first_text_at is None:
+            self._first_text_at = time.monotonic()
         self._text += delta
         self._dirty.set()
 
@@ -176,6 +184,7 @@ class ReplyStream:
         if suffix:
             self._text += suffix
         self._finished = True
+        self._ended.set()
         self._dirty.set()
         if self._pump_task is None:
             self.start()
@@ -195,6 +204,7 @@ class ReplyStream:
         await self._stop_typing()
         if not self._finished:
             self._finished = True
+            self._ended.set()
             if self.delivery_failed is None:
                 self._text += f"\n\n{notice}" if self._text.strip() else notice
             self._dirty.set()
@@ -250,6 +260,8 @@ class ReplyStream:
         if not pending.strip():
             return
         if self._live is None:
+            if await self._held_back():
+                return
             if self._limits.supports_edit or self._finished:
                 self._live = await self._send(pending)
                 if self._live is not None:
@@ -266,6 +278,24 @@ class ReplyStream:
             self._dirty.set()  # more text may have come while waiting: re-sync first
             return
         await self._edit_live(self._pending())
+
+    async def _held_back(self) -> bool:
+        """Wait out the first-send hold, unless the reply ends first; whether it waited.
+
+        Real time, not ``clock``: this is a wait, not a rate limit being measured.
+        """
+        if self.messages or self._finished or self._first_text_at is None:
+            return False
+        # Never longer than an edit would have to wait anyway.
+        hold_s = min(FIRST_SEND_HOLD_S, self._limits.edit_interval_s)
+        hold = self._first_text_at + hold_s - time.monotonic()
+        if hold <= 0:
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(hold):
+                await self._ended.wait()
+        self._dirty.set()  # send now: with the whole reply, or what came meanwhile
+        return True
 
     async def _show_final(self, piece: str) -> str:
         """Make the live message (or a new one) show ``piece`` for good.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -264,3 +266,34 @@ def test_crontab_weekdays_count_from_sunday() -> None:
     assert crontab_weekdays("0 9 * * 7,sat") == "0 9 * * sun,sat"
     with pytest.raises(ValueError):
         Plugin("bad").job(cron="every monday")
+
+
+class _Collect(logging.Handler):
+    """Keeps warnings and tells a waiting test (from the watchdog's thread) at once."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+        self.arrived = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        self.arrived.set()
+
+
+async def test_a_plugin_blocking_the_event_loop_is_named_in_a_warning(
+    make_config: MakeConfig, adapter: RecordingAdapter, tmp_path: Path
+) -> None:
+    collect = _Collect()
+    watchdog_log = logging.getLogger("llamabot.watchdog")
+    watchdog_log.addHandler(collect)
+    try:
+        async with running(with_dirs(make_config, "blocking"), adapter, tmp_path):
+            await adapter.say("/nap")
+            # The watchdog reports once the loop runs again, from its own thread.
+            assert await asyncio.to_thread(collect.arrived.wait, 5)
+    finally:
+        watchdog_log.removeHandler(collect)
+    (warning,) = collect.lines
+    assert warning.startswith("plugin sleeper blocked the event loop for ")
+    assert "sleeper.py" in warning and "in nap" in warning
