@@ -28,6 +28,7 @@ from llamabot.router import Router
 from llamabot.storage.engine import create_engine, upgrade
 from llamabot.storage.history import HistoryStore
 from llamabot.storage.inbox import Inbox
+from llamabot.storage.locks import claim_sqlite
 from llamabot.streaming import send_text
 from llamabot.watchdog import LoopWatchdog
 
@@ -198,6 +199,9 @@ class Bot:
         url = config.storage.url
         if self.config_path is not None:
             url = resolve_storage_url(url, self.config_path)
+        process_lock = claim_sqlite(url)
+        if process_lock is not None:
+            self._stack.callback(process_lock.release)
         engine = create_engine(url)
         self._stack.push_async_callback(engine.dispose)
         await upgrade(engine)

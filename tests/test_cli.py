@@ -15,6 +15,7 @@ from llamabot.events import ChannelRef
 from llamabot.llm.llamacpp import bundled_model_path
 from llamabot.storage.engine import create_engine, upgrade
 from llamabot.storage.history import HistoryStore, NewMessage
+from llamabot.storage.locks import claim_sqlite
 
 CONFIG = """
 [llm]
@@ -214,3 +215,19 @@ async def test_kill_9_of_the_model_worker_mid_reply_leaves_the_chat_answering(
     crashed, answered = (status for (status,) in rows)
     assert crashed == "failed"
     assert answered in ("ok", "cut")  # answered by a fresh worker
+
+
+def test_a_second_process_on_one_sqlite_database_is_refused_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text(CONFIG)
+    held = claim_sqlite(f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}")  # the first process
+    assert held is not None
+    try:
+        result = chat(config, "hi\n")
+    finally:
+        held.release()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"(pid {os.getpid()})" in result.stderr and "PostgreSQL" in result.stderr

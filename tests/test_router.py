@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from llamabot.app import Bot
 from llamabot.config import Config
+from llamabot.errors import StartupError
 from llamabot.events import ChannelRef
 from llamabot.llm.errors import ModelNotFound, ModelUnavailable
 from llamabot.plugin_host import PluginHost
@@ -207,3 +210,16 @@ async def test_interrupting_a_reply_keeps_its_text_marked_and_the_lane_open(
     assert first.startswith("x") and first.endswith("\n\n[interrupted]")
     assert "restarting" not in first
     assert second == "echo: go on and on\n\nnext"  # the cut reply is not in the window
+
+
+async def test_a_second_bot_on_the_same_sqlite_file_is_refused_until_the_first_stops(
+    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+) -> None:
+    config = make_config()
+    async with bot(config, model, adapter):
+        with pytest.raises(StartupError, match="SQLite serves one bot process"):
+            async with bot(config, model, RecordingAdapter()):
+                pass
+    async with bot(config, model, adapter):  # released at stop
+        await adapter.say("after")
+    assert adapter.messages_in(KEY) == ["echo: after"]

@@ -241,7 +241,7 @@ async def test_two_bots_on_one_database_in_one_process_are_refused(
 ) -> None:
     config = make_config()
     async with Recorder().bot(config):
-        with pytest.raises(StartupError, match="already runs on this database"):
+        with pytest.raises(StartupError, match="SQLite serves one bot process"):
             async with Recorder().bot(config):
                 pass
 
