@@ -693,3 +693,20 @@ async def test_fake_streams_chunks_the_raw_client_reads(fake: FakeOpenAI) -> Non
     assert whole.choices[0].finish_reason == "stop"
     assert [m.id for m in listed.data] == ["llama3.2"]
     assert missing.value.code == "model_not_found"
+
+
+def test_the_readme_lines_work_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Inference servers that speak the OpenAI API", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(block, tmp_path / "bot.toml")
+    assert config.llm.backend == "openai"
+    assert config.llm.openai.all_base_urls == ["http://127.0.0.1:8080/v1"]
+    # Each commented alternative, swapped in for the first base_url, is valid too.
+    [active] = [line for line in block.splitlines() if line.startswith("base_url")]
+    for line in block.splitlines():
+        if line.startswith(("# base_url", "# api_key_env")):
+            swapped = block.replace(line, line[2:])
+            if line.startswith("# base_url"):
+                swapped = swapped.replace(active, "# " + active)
+            assert parse_config(swapped, tmp_path / "bot.toml").llm.openai.all_base_urls
