@@ -573,6 +573,19 @@ async def test_a_bot_conversation_on_the_openai_backend(fake: FakeOpenAI, tmp_pa
     assert adapter.messages_in(KEY) == ["Hi from llama-server.", "Second answer."]
 
 
+async def test_the_servers_context_length_bounds_the_history_window(tmp_path: Path) -> None:
+    adapter = RecordingAdapter()
+    async with FakeOpenAI([vllm_model("llama3.2", max_model_len=256)]) as fake:
+        fake.reply = "ok"
+        async with running(config_for([fake.url], tmp_path), adapter):
+            await adapter.say("long " * 150)  # ~190 tokens: fits 256 alone, not with more
+            await adapter.say("short")
+    first, second = fake.chat_requests
+    assert [m["content"] for m in first["messages"]][1].startswith("long ")
+    # The old turn no longer fits 256 tokens minus the prompt and room for the answer.
+    assert [m["content"] for m in second["messages"][1:]] == ["short"]
+
+
 async def test_the_bot_fails_over_and_tells_the_person_when_every_server_is_down(
     fake: FakeOpenAI, fake_b: FakeOpenAI, tmp_path: Path
 ) -> None:
