@@ -245,6 +245,23 @@ async def test_unknown_model_is_model_not_found_and_the_server_stays_in_use(
     assert "".join(again) == fake.reply
 
 
+async def test_a_base_url_without_v1_is_named_as_the_thing_to_fix(fake: FakeOpenAI) -> None:
+    wrong = fake.url.removesuffix("/v1") + "/api"
+    model = OpenAICompatModel(
+        OpenAISection(base_url=wrong), first_token_timeout=10, idle_timeout=10
+    )
+    try:
+        deltas, error = await drain(model)
+        health = await model.health()
+    finally:
+        await model.aclose()
+
+    assert deltas == [] and isinstance(error, ModelUnavailable)
+    assert "404" in str(error) and "ends in /v1" in str(error)
+    assert not health.ok
+    assert "/models answered 404" in health.checks[0][2]
+
+
 async def test_server_down_is_unavailable_and_the_same_instance_recovers(
     fake: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
