@@ -333,7 +333,7 @@ class Bot:
 
     async def _start_plugins(self) -> None:
         """Run on_start hooks and let jobs fire; at stop, the reverse, before the adapters."""
-        await self.plugins.run_start_hooks(self._job_context)
+        await self.plugins.run_start_hooks(self._job_context, self._config.plugins.hook_timeout_s)
         self._stack.push_async_callback(self._stop_plugins)
         if self.scheduler is not None:
             self.scheduler.resume()
@@ -341,7 +341,7 @@ class Bot:
     async def _stop_plugins(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.pause()
-        await self.plugins.run_stop_hooks(self._job_context)
+        await self.plugins.run_stop_hooks(self._job_context, self._config.plugins.hook_timeout_s)
 
     def _job_context(self, plugin: str) -> JobContext:
         return JobContext(bot=self, plugin=plugin)

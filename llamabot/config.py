@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -167,12 +167,58 @@ class Persona(Section):
         )
 
 
+Permission = Literal["everyone", "moderator", "admin"]
+
+
+class LimitsSection(Section):
+    """``[limits]``: flood control, so one person cannot take the bot from everyone else.
+
+    Admins are exempt. A binding may override any of these in its own ``limits`` table.
+    """
+
+    # A token bucket per person: ``burst`` messages at once, then one every
+    # 60 / messages_per_minute seconds.
+    messages_per_minute: float = Field(default=10.0, gt=0)
+    burst: int = Field(default=5, ge=1)
+    # Messages of one person waiting in one conversation, the one being answered included.
+    max_queued_per_person: int = Field(default=3, ge=1)
+    max_queued_per_conversation: int = Field(default=30, ge=1)
+    # Conversations in which one person has messages waiting at the same time (threads,
+    # topics, DMs): one person cannot fill every model slot.
+    max_conversations_per_person: int = Field(default=2, ge=1)
+    # The least time between two runs of one command by one person (a command may ask
+    # for more with its own cooldown_s); 0: only the message rate above applies.
+    command_cooldown_s: float = Field(default=0.0, ge=0)
+
+
+class AccessSection(Section):
+    """``[access]``: who may talk to the bot, and where. Admins always may.
+
+    Users are ``platform:id``, ``platform:@username``, or an id / ``@username`` on any
+    platform. Channels are chat/channel ids (``platform:id`` also works). Empty allow
+    lists allow everyone (everywhere).
+    """
+
+    allowed_users: list[Id] = Field(default_factory=list)
+    blocked_users: list[Id] = Field(default_factory=list)
+    # Discord role ids or names; a member needs one of them (in servers; DMs have no roles).
+    allowed_roles: list[Id] = Field(default_factory=list)
+    allowed_channels: list[Id] = Field(default_factory=list)
+    blocked_channels: list[Id] = Field(default_factory=list)
+    dms: bool = True
+    # Who may run a command, overriding what its plugin declares: reset = "everyone".
+    commands: dict[str, Permission] = Field(default_factory=dict)
+
+
 class Binding(Section):
     platform: Platform
     channel: Id = "*"
     guild: Id | None = None
     persona: str
     respond: Literal["always", "mention"] = "mention"
+    # Only the keys given here replace the top-level [limits] / [access] ones.
+    limits: LimitsSection | None = None
+    access: AccessSection | None = None
 
 
 class DiscordSection(Section):
@@ -214,6 +260,8 @@ class PluginsSection(BaseModel):
     dirs: list[str] = Field(default_factory=lambda: ["plugins"])
     enabled: list[str] = Field(default_factory=list)
     disabled: list[str] = Field(default_factory=list)
+    # A plugin's hook or command running longer than this is cancelled and logged.
+    hook_timeout_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _slices_are_tables(self) -> PluginsSection:
@@ -237,11 +285,21 @@ def _default_personas() -> dict[str, Persona]:
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """The persona chosen for a channel and whether the bot answers unaddressed messages."""
+    """The persona chosen for a channel, whether the bot answers unaddressed messages,
+    and the flood limits and access rules in force there."""
 
     name: str
     persona: Persona
     respond: Literal["always", "mention"]
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    access: AccessSection = field(default_factory=AccessSection)
+
+
+def _overlay(base: Section, override: Section | None) -> Any:
+    """``base`` with the keys the admin wrote in ``override`` (not its defaults)."""
+    if override is None or not override.model_fields_set:
+        return base
+    return base.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
 
 
 class Config(Section):
@@ -256,6 +314,8 @@ class Config(Section):
     discord: DiscordSection = Field(default_factory=DiscordSection)
     telegram: TelegramSection = Field(default_factory=TelegramSection)
     plugins: PluginsSection = Field(default_factory=PluginsSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
+    access: AccessSection = Field(default_factory=AccessSection)
 
     @model_validator(mode="after")
     def _personas_exist(self) -> Config:
@@ -278,8 +338,14 @@ class Config(Section):
         if binding is None:
             name = self.bot.default_persona
             respond: Literal["always", "mention"] = "always" if channel.is_private else "mention"
-            return Resolved(name, self.personas[name], respond)
-        return Resolved(binding.persona, self.personas[binding.persona], binding.respond)
+            return Resolved(name, self.personas[name], respond, self.limits, self.access)
+        return Resolved(
+            binding.persona,
+            self.personas[binding.persona],
+            binding.respond,
+            _overlay(self.limits, binding.limits),
+            _overlay(self.access, binding.access),
+        )
 
     def _binding_for(self, channel: ChannelRef) -> Binding | None:
         mine = [b for b in self.bindings if b.platform == channel.platform]
@@ -328,10 +394,10 @@ def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
             return []
         if isinstance(part, int):
             continue
-        field = model.model_fields.get(part)
-        if field is None:
+        info = model.model_fields.get(part)
+        if info is None:
             return []
-        model = _model_in(field.annotation)
+        model = _model_in(info.annotation)
     return list(model.model_fields) if model is not None else []
 
 

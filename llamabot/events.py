@@ -31,11 +31,20 @@ class ChannelRef:
 
 @dataclass(frozen=True, slots=True)
 class Author:
-    """Who said it. ``id`` is the platform's user id as text."""
+    """Who said it, as far as the access policy needs to know.
+
+    ``id`` is the platform's user id as text; ``username`` the handle without ``@`` when
+    the platform has one; ``roles`` the Discord role ids and names in this server;
+    ``is_moderator`` whether the person administers this server or group (``None``: the
+    adapter did not look; the router asks it when a command needs to know).
+    """
 
     id: str
     name: str
     is_bot: bool = False
+    username: str | None = None
+    roles: tuple[str, ...] = ()
+    is_moderator: bool | None = None
 
     def qualified_id(self, platform: str) -> str:
         """The ``platform:user_id`` form used by ``[bot] admins``."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -13,6 +15,29 @@ from llamabot.errors import StartupError
 from llamabot.plugins import Command, JobContext, Plugin
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class PluginTimeout(Exception):
+    """A plugin's hook or command ran past ``[plugins] hook_timeout_s`` and was cancelled."""
+
+
+async def guarded(work: Awaitable[T], *, what: str, plugin: str, timeout_s: float) -> T:
+    """Await a plugin's coroutine for at most ``timeout_s``: a hung plugin cannot freeze a lane.
+
+    Raises :class:`PluginTimeout` (after logging which plugin hung) when time runs out.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await work
+    except TimeoutError:
+        log.warning(
+            "%s of plugin %s took longer than %g s and was cancelled ([plugins] hook_timeout_s)",
+            what,
+            plugin,
+            timeout_s,
+        )
+        raise PluginTimeout(f"{what} of plugin {plugin} timed out") from None
 
 
 @dataclass
@@ -107,17 +132,21 @@ class PluginHost:
     def plugins(self) -> list[Plugin]:
         return [loaded.plugin for loaded in self.loaded]
 
-    async def run_start_hooks(self, context: Callable[[str], JobContext]) -> None:
-        """Run every on_start hook in load order; a failing hook is logged and skipped."""
+    async def run_start_hooks(
+        self, context: Callable[[str], JobContext], timeout_s: float = 30.0
+    ) -> None:
+        """Run every on_start hook in load order; a failing or hung hook is logged, skipped."""
         for plugin in self.plugins():
             for hook in plugin.start_hooks:
-                await _run_hook(plugin, hook, context, "on_start")
+                await _run_hook(plugin, hook, context, "on_start", timeout_s)
 
-    async def run_stop_hooks(self, context: Callable[[str], JobContext]) -> None:
+    async def run_stop_hooks(
+        self, context: Callable[[str], JobContext], timeout_s: float = 30.0
+    ) -> None:
         """Run every on_stop hook in reverse load order; failures are logged."""
         for plugin in reversed(self.plugins()):
             for hook in reversed(plugin.stop_hooks):
-                await _run_hook(plugin, hook, context, "on_stop")
+                await _run_hook(plugin, hook, context, "on_stop", timeout_s)
 
 
 async def _run_hook(
@@ -125,11 +154,17 @@ async def _run_hook(
     hook: Callable[..., Awaitable[None]],
     context: Callable[[str], JobContext],
     kind: str,
+    timeout_s: float,
 ) -> None:
+    what = f"{kind} hook {hook.__name__}"
     try:
-        await hook(context(plugin.name))
+        await guarded(
+            hook(context(plugin.name)), what=what, plugin=plugin.name, timeout_s=timeout_s
+        )
+    except PluginTimeout:
+        pass  # logged by guarded
     except Exception:
-        log.exception("%s hook %s of plugin %s failed", kind, hook.__name__, plugin.name)
+        log.exception("%s of plugin %s failed", what, plugin.name)
 
 
 def _settings(plugin: Plugin, config: Config) -> BaseModel | None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import tomlkit.toml_document
 
     from llamabot.app import Bot
-    from llamabot.config import Config, Resolved
+    from llamabot.config import Config, Permission, Resolved
     from llamabot.events import ChannelRef, Inbound, SentMessage
     from llamabot.scheduler import Scheduler
     from llamabot.storage.history import HistoryStore
@@ -46,8 +46,14 @@ class Command:
     handler: Handler
     usage: str
     description: str
-    admin: bool
+    permission: Permission
     plugin: str
+    cooldown_s: float = 0.0
+
+    @property
+    def admin(self) -> bool:
+        """Whether only ``[bot] admins`` may run it."""
+        return self.permission == "admin"
 
     def usage_line(self, prefix: str) -> str:
         """``/name usage`` as the person should type it."""
@@ -143,14 +149,28 @@ class Plugin:
         self.stop_hooks: list[Callable[..., Awaitable[None]]] = []
 
     def command(
-        self, name: str, *, usage: str = "", description: str | None = None, admin: bool = False
+        self,
+        name: str,
+        *,
+        usage: str = "",
+        description: str | None = None,
+        admin: bool = False,
+        permission: Permission | None = None,
+        cooldown_s: float = 0.0,
     ) -> Callable[[F], F]:
         """Register ``async def handler(ctx, *args)`` for ``/name``.
 
         The handler's parameters after ``ctx`` declare its arguments (``str``, ``int`` or
-        ``float``; ``*rest`` takes the remaining words). ``admin=True`` commands answer
-        only to ``[bot] admins``.
+        ``float``; ``*rest`` takes the remaining words). ``permission`` says who may run
+        it: ``"everyone"`` (the default), ``"moderator"`` (the server's or group's admins;
+        in a DM, the person) or ``"admin"`` (``[bot] admins``; ``admin=True`` says the
+        same). ``[access.commands]`` in bot.toml can override it. ``cooldown_s`` is the
+        least time between two runs by one person (admins are exempt).
         """
+        if permission is None:
+            permission = "admin" if admin else "everyone"
+        if permission not in ("everyone", "moderator", "admin"):
+            raise ValueError(f"permission must be everyone, moderator or admin, not {permission!r}")
 
         def register(func: F) -> F:
             if any(c.name == name.lower() for c in self.commands):
@@ -162,8 +182,9 @@ class Plugin:
                     handler=func,
                     usage=usage,
                     description=description if description is not None else doc,
-                    admin=admin,
+                    permission=permission,
                     plugin=self.name,
+                    cooldown_s=cooldown_s,
                 )
             )
             return func

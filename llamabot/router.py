@@ -1,7 +1,9 @@
 """Where every Inbound goes: a command, the model, or nowhere.
 
-Messages of one conversation are handled in order through a per-conversation lane;
-different conversations run concurrently (the model limiter bounds generation).
+Messages of one conversation are handled one at a time through its lane, each person's
+in order and people taking turns; different conversations run concurrently (the model
+limiter bounds generation). The access policy and flood control decide, before a
+message queues, whether it may.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from llamabot.access import permission_of, permits, refusal
 from llamabot.adapters.base import Adapter
-from llamabot.config import Config, Resolved
+from llamabot.config import Config, LimitsSection, Resolved
 from llamabot.conversation import Conversation
 from llamabot.events import Inbound
-from llamabot.plugin_host import PluginHost
+from llamabot.flood import FloodControl, OncePer
+from llamabot.plugin_host import PluginHost, PluginTimeout, guarded
 from llamabot.plugins import Command, CommandContext, UsageError
 from llamabot.streaming import STOPPED_NOTICE, send_text
 
@@ -25,17 +29,74 @@ log = logging.getLogger(__name__)
 
 ContextFactory = Callable[[Inbound, Adapter, Resolved, str | None], CommandContext]
 
+# How often one person hears a "slow down" notice in one conversation.
+FLOOD_NOTICE_EVERY_S = 60.0
+# How often one person hears why they may not talk to the bot (per reason).
+REFUSAL_EVERY_S = 3600.0
+
+
+@dataclass(slots=True)
+class _Item:
+    inbound: Inbound
+    adapter: Adapter
+    done: asyncio.Future[None]
+    person: str
+
 
 @dataclass
 class _Lane:
-    """The queue of one conversation and the task working through it."""
+    """One conversation's waiting messages, one queue per person, served in turn.
 
-    items: deque[tuple[Inbound, Adapter, asyncio.Future[None]]] = field(default_factory=deque)
+    Each person's messages keep their order; between people the lane takes turns, so a
+    person with a backlog delays the others by at most one message.
+    """
+
+    queues: dict[str, deque[_Item]] = field(default_factory=dict)
+    turns: deque[str] = field(default_factory=deque)
+    current: _Item | None = None
+    size: int = 0
     worker: asyncio.Task[None] | None = None
+
+    def push(self, item: _Item) -> None:
+        queue = self.queues.get(item.person)
+        if queue is None:
+            queue = self.queues[item.person] = deque()
+            self.turns.append(item.person)
+        queue.append(item)
+        self.size += 1
+
+    def pop(self) -> _Item:
+        person = self.turns.popleft()
+        queue = self.queues[person]
+        item = queue.popleft()
+        if queue:
+            self.turns.append(person)
+        else:
+            del self.queues[person]
+        self.size -= 1
+        return item
+
+    def count(self, person: str) -> int:
+        """Messages of ``person`` waiting here, the one being handled included."""
+        queue = self.queues.get(person)
+        mine = len(queue) if queue is not None else 0
+        current = self.current
+        return mine + (1 if current is not None and current.person == person else 0)
+
+    def take_all(self) -> list[_Item]:
+        items = [item for queue in self.queues.values() for item in queue]
+        self.queues.clear()
+        self.turns.clear()
+        self.size = 0
+        return items
 
 
 class Router:
-    """Decides what each message is for, and keeps each conversation in order."""
+    """Decides what each message is for, and keeps each conversation in order.
+
+    In front of the queues sit the access policy (``[access]``) and flood control
+    (``[limits]``): a message either queues or is answered at once with a short notice.
+    """
 
     def __init__(
         self,
@@ -50,6 +111,12 @@ class Router:
         self._plugins = plugins
         self._context = context
         self._lanes: dict[str, _Lane] = {}
+        # Per person, the conversations where they have messages waiting.
+        self._people: dict[str, set[str]] = {}
+        self._flood = FloodControl()
+        self._flood_notices = OncePer(FLOOD_NOTICE_EVERY_S)
+        self._refusals = OncePer(REFUSAL_EVERY_S)
+        self._notices: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
@@ -59,21 +126,91 @@ class Router:
     def submit(self, inbound: Inbound, adapter: Adapter) -> asyncio.Future[None]:
         """Queue a message in its conversation's lane; the future completes once handled.
 
-        After ``drain`` the future is cancelled at once: the message was not handled.
+        A message nobody asked the bot to answer, from someone the access policy refuses,
+        or past a flood limit completes at once (with a notice where one is due). After
+        ``drain`` the future is cancelled at once: the message was not handled.
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closed:
             done.cancel()
             return done
+        person = inbound.author.qualified_id(inbound.channel.platform)
         key = inbound.channel.key
         lane = self._lanes.get(key)
+        verdict = self._screen(inbound, person, lane)
+        if verdict is not None:
+            if verdict:
+                self._post_notice(inbound, adapter, verdict)
+            done.set_result(None)
+            return done
         if lane is None:
             lane = self._lanes[key] = _Lane()
-        lane.items.append((inbound, adapter, done))
+        lane.push(_Item(inbound, adapter, done, person))
+        self._people.setdefault(person, set()).add(key)
         if lane.worker is None:
             self._idle.clear()
             lane.worker = asyncio.create_task(self._work(key, lane), name=f"lane:{key}")
         return done
+
+    def _screen(self, inbound: Inbound, person: str, lane: _Lane | None) -> str | None:
+        """``None`` to queue the message; else the notice to answer it with ("" for none)."""
+        config = self._config()
+        text = inbound.text.strip()
+        if not text:
+            return ""
+        resolved = config.persona_for(inbound.channel)
+        prefix = config.bot.command_prefix
+        is_command = text.startswith(prefix) and len(text) > len(prefix)
+        spoken_to = inbound.channel.is_private or resolved.respond == "always" or inbound.addressed
+        if not spoken_to:
+            if not is_command:
+                return ""  # group chatter: not for the bot
+            name = text[len(prefix) :].partition(" ")[0]
+            if self._plugins.command(name) is None:
+                return ""  # perhaps another bot's command
+        reason = refusal(config, resolved.access, inbound)
+        if reason is not None:
+            return reason if self._refusals.due(person, reason) else ""
+        platform = inbound.channel.platform
+        if platform == "console" or config.is_admin(platform, inbound.author.id):
+            return None
+        return self._flood_check(inbound, person, lane, resolved.limits)
+
+    def _flood_check(
+        self, inbound: Inbound, person: str, lane: _Lane | None, limits: LimitsSection
+    ) -> str | None:
+        key = inbound.channel.key
+        waiting = lane.count(person) if lane is not None else 0
+        elsewhere = self._people.get(person, set()) - {key}
+        if waiting >= limits.max_queued_per_person:
+            notice = (
+                f"Slow down: {waiting} of your messages are still waiting here, so I skipped "
+                "this one. Send it again once I have answered."
+            )
+        elif lane is not None and lane.size >= limits.max_queued_per_conversation:
+            notice = (
+                f"This chat is busy ({lane.size} messages are waiting), so I skipped your "
+                "message. Please send it again in a moment."
+            )
+        elif len(elsewhere) >= limits.max_conversations_per_person:
+            notice = (
+                f"You have messages waiting in {len(elsewhere)} other chats; I skipped this "
+                "one. Send it again once those are answered."
+            )
+        elif not self._flood.take_message(person, limits):
+            notice = (
+                "Slow down: you are sending messages faster than I answer "
+                f"(about {limits.messages_per_minute:g} a minute), so I skipped this one."
+            )
+        else:
+            return None
+        log.info("flood control skipped a message of %s in %s", person, key)
+        return notice if self._flood_notices.due(person, key) else ""
+
+    def _post_notice(self, inbound: Inbound, adapter: Adapter, text: str) -> None:
+        task = asyncio.create_task(self._notice(inbound, adapter, text))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     def interrupt(self, key: str) -> bool:
         """Stop the message being handled in conversation ``key`` (Ctrl-C in the terminal).
@@ -115,6 +252,8 @@ class Router:
     async def close(self) -> None:
         """Stop taking messages and cancel the ones in flight."""
         self._closed = True
+        for task in list(self._notices):
+            task.cancel()
         workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
         for worker in workers:
             worker.cancel()
@@ -125,27 +264,38 @@ class Router:
     async def _work(self, key: str, lane: _Lane) -> None:
         try:
             await self._running.wait()
-            while lane.items and not self._closed:
-                inbound, adapter, done = lane.items[0]
+            while lane.size and not self._closed:
+                item = lane.current = lane.pop()
                 try:
-                    await self._handle(inbound, adapter)
+                    await self._handle(item.inbound, item.adapter)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("handling a message in %s failed", key)
                 finally:
-                    lane.items.popleft()
-                    if not done.done():
-                        done.set_result(None)
+                    lane.current = None
+                    self._settled(item.person, key, lane)
+                    if not item.done.done():
+                        item.done.set_result(None)
         finally:
-            for _, _, done in lane.items:
-                if not done.done():
-                    done.cancel()
-            lane.items.clear()
+            for item in lane.take_all():
+                self._settled(item.person, key, lane)
+                if not item.done.done():
+                    item.done.cancel()
             lane.worker = None
             self._lanes.pop(key, None)
             if not self._lanes:
                 self._idle.set()
+
+    def _settled(self, person: str, key: str, lane: _Lane) -> None:
+        """``person`` may have nothing left waiting in ``key``: forget the pairing then."""
+        if lane.count(person):
+            return
+        keys = self._people.get(person)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._people[person]
 
     async def _handle(self, inbound: Inbound, adapter: Adapter) -> None:
         config = self._config()
@@ -202,11 +352,22 @@ class Router:
     ) -> None:
         config = self._config()
         prefix = config.bot.command_prefix
-        if command.admin and not config.is_admin(inbound.channel.platform, inbound.author.id):
-            await self._notice(
-                inbound, adapter, f"Only the bot's admins can use {prefix}{command.name}."
-            )
+        denied = await self._permission_denied(command, inbound, adapter, resolved)
+        if denied is not None:
+            await self._notice(inbound, adapter, denied)
             return
+        person = inbound.author.qualified_id(inbound.channel.platform)
+        if not config.is_admin(inbound.channel.platform, inbound.author.id):
+            cooldown_s = max(resolved.limits.command_cooldown_s, command.cooldown_s)
+            wait = self._flood.command_wait(person, command.name, cooldown_s)
+            if wait > 0:
+                if self._flood_notices.due(person, inbound.channel.key, command.name):
+                    await self._notice(
+                        inbound,
+                        adapter,
+                        f"Please wait {wait:.0f} s before using {prefix}{command.name} again.",
+                    )
+                return
         try:
             values = command.parse(arguments)
         except UsageError as exc:
@@ -214,9 +375,21 @@ class Router:
             return
         ctx = self._context(inbound, adapter, resolved, command.plugin)
         try:
-            await command.handler(ctx, *values)
+            await guarded(
+                command.handler(ctx, *values),
+                what=f"command {prefix}{command.name}",
+                plugin=command.plugin,
+                timeout_s=config.plugins.hook_timeout_s,
+            )
         except UsageError as exc:
             await self._notice(inbound, adapter, f"Usage: {command.usage_line(prefix)} ({exc})")
+        except PluginTimeout:
+            await self._notice(
+                inbound,
+                adapter,
+                f"Sorry, {prefix}{command.name} took too long and was stopped. "
+                "The admin log has details.",
+            )
         except Exception:
             log.exception("command %s%s (plugin %s) failed", prefix, command.name, command.plugin)
             await self._notice(
@@ -225,29 +398,74 @@ class Router:
                 f"Sorry, {prefix}{command.name} failed. The admin log has details.",
             )
 
+    async def _permission_denied(
+        self, command: Command, inbound: Inbound, adapter: Adapter, resolved: Resolved
+    ) -> str | None:
+        """Why this person may not run ``command`` here, or ``None`` when they may."""
+        config = self._config()
+        needed = permission_of(command.permission, command.name, resolved.access)
+        if needed == "everyone":
+            return None
+        channel = inbound.channel
+        is_admin = config.is_admin(channel.platform, inbound.author.id)
+        is_moderator = False
+        if not is_admin and needed == "moderator":
+            is_moderator = channel.is_private or await self._is_moderator(inbound, adapter)
+        if permits(needed, is_admin=is_admin, is_moderator=is_moderator):
+            return None
+        name = f"{config.bot.command_prefix}{command.name}"
+        if needed == "admin":
+            return f"Only the bot's admins can use {name}."
+        return f"In a group, only its admins (and the bot's admins) can use {name}."
+
+    async def _is_moderator(self, inbound: Inbound, adapter: Adapter) -> bool:
+        known = inbound.author.is_moderator
+        if known is not None:
+            return known
+        try:
+            return await adapter.is_moderator(inbound.channel, inbound.author.id)
+        except Exception as exc:  # the platform could not say: the safe answer is no
+            log.warning(
+                "could not check whether %s moderates %s: %s",
+                inbound.author.id,
+                inbound.channel.key,
+                exc,
+            )
+            return False
+
     async def _run_message_hooks(
         self, inbound: Inbound, adapter: Adapter, resolved: Resolved
     ) -> bool:
+        timeout_s = self._config().plugins.hook_timeout_s
         for plugin in self._plugins.plugins():
             for hook in plugin.message_hooks:
                 ctx = self._context(inbound, adapter, resolved, plugin.name)
+                what = f"message hook {hook.__name__}"
                 try:
-                    if await hook(ctx):
+                    if await guarded(hook(ctx), what=what, plugin=plugin.name, timeout_s=timeout_s):
                         return True
+                except PluginTimeout:
+                    pass  # logged by guarded; the message goes on to the model
                 except Exception:
-                    log.exception("message hook of plugin %s failed", plugin.name)
+                    log.exception("%s of plugin %s failed", what, plugin.name)
         return False
 
     async def _run_reply_hooks(
         self, inbound: Inbound, adapter: Adapter, resolved: Resolved, reply: str
     ) -> None:
+        timeout_s = self._config().plugins.hook_timeout_s
         for plugin in self._plugins.plugins():
             for hook in plugin.reply_hooks:
                 ctx = self._context(inbound, adapter, resolved, plugin.name)
+                what = f"reply hook {hook.__name__}"
                 try:
-                    await hook(ctx, reply)
+                    await guarded(
+                        hook(ctx, reply), what=what, plugin=plugin.name, timeout_s=timeout_s
+                    )
+                except PluginTimeout:
+                    pass  # logged by guarded
                 except Exception:
-                    log.exception("reply hook of plugin %s failed", plugin.name)
+                    log.exception("%s of plugin %s failed", what, plugin.name)
 
     async def _notice(self, inbound: Inbound, adapter: Adapter, text: str) -> None:
         await send_text(adapter, inbound.channel, text, inbound.message_id)

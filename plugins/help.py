@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llamabot import CommandContext, Plugin
+from llamabot.access import permission_of
 
 plugin = Plugin("help", description="Lists the commands you may use.")
 
@@ -11,7 +12,11 @@ plugin = Plugin("help", description="Lists the commands you may use.")
 async def show_help(ctx: CommandContext, command: str = "") -> None:
     """List the commands you may use, or explain one."""
     prefix = ctx.bot.config.bot.command_prefix
-    allowed = [c for c in ctx.bot.plugins.commands() if ctx.is_admin or not c.admin]
+    access = ctx.persona.access
+    needs = {
+        c.name: permission_of(c.permission, c.name, access) for c in ctx.bot.plugins.commands()
+    }
+    allowed = [c for c in ctx.bot.plugins.commands() if ctx.is_admin or needs[c.name] != "admin"]
     if command:
         name = command.removeprefix(prefix).lower()
         found = next((c for c in allowed if c.name == name), None)
@@ -25,7 +30,9 @@ async def show_help(ctx: CommandContext, command: str = "") -> None:
         line = found.usage_line(prefix)
         if found.description:
             line += f" — {found.description}"
-        if found.admin:
+        if needs[found.name] == "admin":
             line += " (admins)"
+        elif needs[found.name] == "moderator" and not ctx.inbound.channel.is_private:
+            line += " (group admins)"
         lines.append(line)
     await ctx.reply("Commands:\n" + "\n".join(lines))

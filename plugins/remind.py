@@ -7,7 +7,7 @@ it survives a restart of the bot.
 from __future__ import annotations
 
 import re
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,7 +39,11 @@ _LATE_NOTE_AFTER = timedelta(minutes=2)
 
 
 def parse_when(words: list[str], now: datetime) -> tuple[datetime, int]:
-    """When the reminder is due, and how many words said it. ``now`` is aware."""
+    """When the reminder is due, and how many words said it. ``now`` is aware.
+
+    A duration counts real time (``2h`` is two hours later even across a daylight
+    saving change); a clock time or a date is read on the wall clock of ``now``'s zone.
+    """
     first = words[0].lower() if words else ""
     try:
         if _DURATION.fullmatch(first):
@@ -49,7 +53,7 @@ def parse_when(words: list[str], now: datetime) -> tuple[datetime, int]:
             delay = timedelta(**amounts)
             if not delay:
                 raise UsageError("a reminder needs a delay of at least 1s")
-            return now + delay, 1
+            return (now.astimezone(UTC) + delay).astimezone(now.tzinfo), 1
         if "t" in first and _DATE.fullmatch(first.split("t")[0]):
             day, clock = first.split("t", 1)
             return _at(day, clock, now), 1
@@ -59,10 +63,17 @@ def parse_when(words: list[str], now: datetime) -> tuple[datetime, int]:
             return _at(first, "09:00", now), 1
         if _CLOCK.fullmatch(first):
             due = datetime.combine(now.date(), _clock(first), tzinfo=now.tzinfo)
-            return (due if due > now else due + timedelta(days=1)), 1
+            if _instant(due) <= _instant(now):
+                due = datetime.combine(now.date() + timedelta(days=1), _clock(first), now.tzinfo)
+            return due, 1
     except (ValueError, OverflowError):
         raise UsageError(f"{' '.join(words[:2])!r} is not a time; say {WHEN}") from None
     raise UsageError(f"say when: {WHEN}")
+
+
+def _instant(moment: datetime) -> datetime:
+    """``moment`` in UTC: aware datetimes sharing a zone compare by wall clock otherwise."""
+    return moment.astimezone(UTC)
 
 
 def _clock(text: str) -> time:
@@ -75,7 +86,7 @@ def _at(day: str, clock: str, now: datetime) -> datetime:
 
 
 def _describe(due: datetime, now: datetime) -> str:
-    left = due - now
+    left = _instant(due) - _instant(now)
     if left < timedelta(days=1):
         hours, rest = divmod(int(left.total_seconds()) + 59, 3600)
         span = f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60} min"
@@ -96,10 +107,10 @@ async def remind(ctx: CommandContext, *words: str) -> None:
     text = _rest(ctx.inbound.text, used, words)
     if not text:
         raise UsageError("what should I remind you of?")
-    if due <= now:
+    if _instant(due) <= _instant(now):
         await ctx.reply(f"{due:%Y-%m-%d %H:%M} has passed; say a time in the future.")
         return
-    if due - now > _FARTHEST:
+    if _instant(due) - _instant(now) > _FARTHEST:
         await ctx.reply("That is too far ahead; reminders reach at most ten years.")
         return
     mine = [job for job in await scheduler.pending(deliver) if job.data["author"] == ctx.author_id]

@@ -1,4 +1,8 @@
-"""/reset: forget this conversation's history, so the model starts fresh."""
+"""/reset: forget this conversation's history, so the model starts fresh.
+
+In a group it forgets everyone's messages there, so only the group's admins may (in a
+DM, the person); ``[access.commands] reset = "everyone"`` opens it to all.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from llamabot import CommandContext, Plugin
 plugin = Plugin("reset", description="Forgets this conversation's history.")
 
 
-@plugin.command("reset")
+@plugin.command("reset", permission="moderator")
 async def reset(ctx: CommandContext) -> None:
     """Forget this conversation's history; the model starts fresh."""
     conversation = await ctx.store.conversation_id(ctx.inbound.channel)

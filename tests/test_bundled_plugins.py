@@ -275,10 +275,10 @@ async def test_stats_counts_this_conversation_and_all(
     tmp_path: Path, adapter: RecordingAdapter
 ) -> None:
     async with running(write_config(tmp_path), adapter):
-        await adapter.say("one")
-        await adapter.say("two")
-        await adapter.say("three", chat="other")
-        await adapter.say("/stats")
+        await adapter.say("one", user="admin")
+        await adapter.say("two", user="admin")
+        await adapter.say("three", chat="other", user="admin")
+        await adapter.say("/stats", user="admin")
     here, overall = last(adapter).split("\n")
     assert re.fullmatch(
         r"This conversation: 4 messages, \d+ tokens, median reply time \d+\.\d s\.", here
@@ -287,6 +287,21 @@ async def test_stats_counts_this_conversation_and_all(
         r"Overall \(2 conversations\): 6 messages, \d+ tokens, median reply time \d+\.\d s\.",
         overall,
     )
+
+
+async def test_stats_shows_a_non_admin_only_this_conversation_and_their_own(
+    tmp_path: Path, adapter: RecordingAdapter
+) -> None:
+    async with running(write_config(tmp_path), adapter):
+        await adapter.say("mine", user="bob")
+        await adapter.say("not mine", chat="other", user="carol")
+        await adapter.say("also not mine", chat="third", user="dave")
+        await adapter.say("/stats", user="bob")
+    here, yours = last(adapter).split("\n")
+    assert here.startswith("This conversation: 2 messages")  # Bob's and the reply
+    # Bob's own message, never the other conversations' figures.
+    assert re.fullmatch(r"Your messages, everywhere: 1 message, \d+ tokens\.", yours)
+    assert "Overall" not in last(adapter)
 
 
 # -- remind -----------------------------------------------------------------------------
@@ -306,6 +321,23 @@ def test_when_a_reminder_is_due() -> None:
     for wrong in (["soon"], ["0m"], ["2026-13-01", "10:00"], ["25:00"], []):
         with pytest.raises(UsageError):
             parse_when(wrong, now)
+
+
+def test_a_duration_counts_real_time_across_a_daylight_saving_change() -> None:
+    parse_when = bundled("remind").parse_when
+    berlin = ZoneInfo("Europe/Berlin")
+    # 2026-10-25: at 03:00 summer time the clocks go back to 02:00; that night has 25 hours.
+    now = datetime(2026, 10, 25, 1, 30, tzinfo=berlin)
+    due, _ = parse_when(["2h"], now)
+    assert due.astimezone(UTC) - now.astimezone(UTC) == timedelta(hours=2)
+    assert (due.hour, due.minute, due.utcoffset()) == (2, 30, timedelta(hours=1))
+    # 2026-03-29: at 02:00 the clocks go forward to 03:00; "in 1h" from 01:30 is 03:30.
+    now = datetime(2026, 3, 29, 1, 30, tzinfo=berlin)
+    due, _ = parse_when(["1h"], now)
+    assert (due.hour, due.minute, due.utcoffset()) == (3, 30, timedelta(hours=2))
+    # A clock time stays on the wall clock: 09:00 after the change is 09:00 winter time.
+    due, _ = parse_when(["09:00"], datetime(2026, 10, 24, 22, 0, tzinfo=berlin))
+    assert (due.day, due.hour, due.utcoffset()) == (25, 9, timedelta(hours=1))
 
 
 async def test_remind_lists_and_cancels_only_the_persons_own(

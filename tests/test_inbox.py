@@ -64,7 +64,7 @@ async def test_a_row_from_another_version_still_loads(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "i.db")
     row = {
         "channel": {"platform": "discord", "chat_id": "9", "shard": 3},  # no is_private
-        "author": {"id": "7", "name": "Ann", "roles": ["mod"]},
+        "author": {"id": "7", "name": "Ann", "pronouns": "they"},
         "text": "from an older or newer llamabot",
         "message_id": "11",
         "addressed": False,

@@ -184,7 +184,7 @@ async def test_users_outside_allowed_users_get_one_polite_refusal(
         await answered(fake, bot, fake.push_message(1001, "hi", from_user=ALICE))
         await answered(fake, bot, fake.push_message(1002, "hi", from_user=BOB))
     (refusal,) = fake.bot_messages(666)
-    assert "666" in refusal.text and refusal.text.startswith("Sorry")
+    assert "telegram:666" in refusal.text and "admin" in refusal.text
     assert [c.last_user for c in model.calls] == ["hi", "hi"]
 
 
@@ -463,7 +463,9 @@ async def test_group_limits_are_kept_ahead_instead_of_drawing_429(
     monkeypatch.setattr(telegram_adapter, "GROUP_PERIOD_S", 1.0)
     fake.group_limit = (4, 1.0)
     model = ScriptedModel(reply=lambda call: f"answer to {call.last_user}")
-    async with running(telegram_config(make_config, fake), model, fake) as bot:
+    # One person asks all six: flood control must let them through to reach the limit.
+    config = telegram_config(make_config, fake, "[limits]\nmax_queued_per_person = 6\nburst = 6")
+    async with running(config, model, fake) as bot:
         asked = [
             fake.push_message(GROUP, f"@{BOT} question {i}", from_user=ALICE, chat_type="group")
             for i in range(6)
@@ -696,3 +698,45 @@ def test_a_mention_the_bot_writes_becomes_a_notifying_text_mention() -> None:
     assert markdown_to_html(f"Reminder, {mention}") == (
         'Reminder, <a href="tg://user?id=1001">Alice admin</a>'
     )
+
+
+async def test_allowed_users_gate_groups_too_and_a_stranger_cannot_reset_a_group(
+    make_config: MakeConfig, fake: FakeTelegram
+) -> None:
+    config = telegram_config(make_config, fake, 'allowed_users = ["1001", "@bob"]')
+    model = ScriptedModel()
+    stranger = user(666, "Mallory")
+    async with running(config, model, fake) as bot:
+        fake.push_message(GROUP, f"@{BOT} answer me", from_user=stranger, chat_type="group")
+        await fake.wait_for(lambda: fake.bot_messages(GROUP))
+        fake.push_message(GROUP, f"@{BOT} again", from_user=stranger, chat_type="group")
+        asked = fake.push_message(GROUP, f"@{BOT} hi", from_user=ALICE, chat_type="group")
+        await answered(fake, bot, asked)
+    (refusal, answer) = fake.bot_messages(GROUP)
+    assert "telegram:666" in refusal.text
+    assert answer.reply_to == asked.message_id
+    assert [c.last_user for c in model.calls] == ["Alice: hi"]
+
+
+async def test_reset_in_a_group_asks_telegram_whether_the_person_is_a_group_admin(
+    make_config: MakeConfig, fake: FakeTelegram
+) -> None:
+    plugin = Plugin("reset")
+
+    @plugin.command("reset", permission="moderator")
+    async def reset(ctx: CommandContext) -> None:
+        await ctx.reply("forgot")
+
+    config = telegram_config(make_config, fake)
+    host = PluginHost()
+    host.add(plugin, "test", config)
+    fake.chat_admins[GROUP] = {1002}
+    async with running(config, ScriptedModel(), fake, host) as bot:
+        for sender in (ALICE, BOB):
+            await answered(
+                fake, bot, fake.push_message(GROUP, "/reset", from_user=sender, chat_type="group")
+            )
+    texts = [m.text for m in fake.bot_messages(GROUP)]
+    assert texts == ["In a group, only its admins (and the bot's admins) can use /reset.", "forgot"]
+    asked = [c.params["user_id"] for c in fake.calls if c.method == "getChatMember"]
+    assert sorted(asked) == ["1001", "1002"]

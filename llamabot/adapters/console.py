@@ -153,6 +153,9 @@ class ConsoleAdapter:
     async def typing(self, to: ChannelRef) -> None:
         return None
 
+    async def is_moderator(self, channel: ChannelRef, user_id: str) -> bool:
+        return True  # the terminal is the admin's own
+
     def _say_unprompted(self, text: str) -> None:
         """A message that answers no line of the person's (a reminder, a job's post)."""
         if self._jsonl:

@@ -278,11 +278,7 @@ class DiscordAdapter:
                 guild_id=str(message.guild.id) if message.guild is not None else None,
                 is_private=private,
             ),
-            author=Author(
-                id=str(message.author.id),
-                name=message.author.display_name,
-                is_bot=message.author.bot,
-            ),
+            author=_author(message.author),
             text=text,
             message_id=str(message.id),
             addressed=mentioned or replied,
@@ -387,6 +383,10 @@ class DiscordAdapter:
         except (aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"cannot reach Discord: {exc}") from None
 
+    async def is_moderator(self, channel: ChannelRef, user_id: str) -> bool:
+        """Discord tells with every message (``Author.is_moderator``); here: not known."""
+        return False
+
     async def typing(self, to: ChannelRef) -> None:
         """Show "is typing" in the channel for the next ~10 seconds."""
         try:
@@ -428,3 +428,26 @@ class DiscordAdapter:
                 exc.text or "Missing Permissions",
             )
         return DeliveryError(f"no permission to post in {to.key}", permanent=True)
+
+
+def _author(user: discord.User | discord.Member) -> Author:
+    """The author with what the access policy needs: roles and standing in this server."""
+    if isinstance(user, discord.Member):
+        permissions = user.guild_permissions
+        roles = tuple(
+            value
+            for role in user.roles
+            if not role.is_default()
+            for value in (str(role.id), role.name)
+        )
+        moderator: bool | None = permissions.administrator or permissions.manage_guild
+    else:
+        roles, moderator = (), None
+    return Author(
+        id=str(user.id),
+        name=user.display_name,
+        is_bot=user.bot,
+        username=user.name,
+        roles=roles,
+        is_moderator=moderator,
+    )

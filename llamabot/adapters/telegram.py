@@ -28,8 +28,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiolimiter import AsyncLimiter
 from telegram import BotCommand, Message, MessageEntity, ReplyParameters, Update
-from telegram import User as TelegramUser
-from telegram.constants import ChatAction, ChatType, ParseMode
+from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
 from telegram.error import (
     BadRequest,
     Conflict,
@@ -62,6 +61,8 @@ NETWORK_BACKOFF_MAX_S = 4.0
 # Telegram's limit in a group: 20 messages a minute ([telegram] max_messages_per_s is the
 # overall one).
 GROUP_RATE = 20
+# How long an answer to "is this person a group admin?" is trusted.
+MODERATOR_CACHE_S = 300.0
 GROUP_PERIOD_S = 60.0
 POLL_BACKOFF_MAX_S = 10.0
 # At stop, how long confirming the last fetched updates to Telegram may take.
@@ -84,10 +85,6 @@ COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@([A-Za-z0-9_]+))?(?=\s|$)")
 # Loggers that may print the token: httpx logs each URL (the token is in its path) and
 # PTB's Bot logs its base URLs at DEBUG. A filter acts only on its own logger, so each.
 TOKEN_LOGGERS = ("httpx", "telegram.Bot", "telegram.ext.ExtBot")
-REFUSAL = (
-    "Sorry, this bot only talks with people its admin has allowed. If you know the admin, "
-    "ask them to add your Telegram user id {user_id} to the allowed users."
-)
 
 
 @dataclass(slots=True)
@@ -140,7 +137,6 @@ class TelegramAdapter:
             supports_edit=True,
             typing_interval_s=TYPING_INTERVAL_S,
         )
-        self._allowed = {entry.strip().lstrip("@").lower() for entry in section.allowed_users}
         self._app: AnyApplication | None = None
         self._handle: BotHandle | None = None
         self._bot_id = 0
@@ -150,7 +146,7 @@ class TelegramAdapter:
         self._offset = 0  # the next update id to fetch: all before it are in the inbox
         self._confirmed = 0  # the offset Telegram has been sent
         self._redaction = _RedactToken(self._token)
-        self._refused: set[str] = set()
+        self._moderators: OrderedDict[tuple[str, str], tuple[float, bool]] = OrderedDict()
         self._background: set[asyncio.Task[Any]] = set()
         self._shown: OrderedDict[tuple[str, str], _Shown] = OrderedDict()
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -382,9 +378,6 @@ class TelegramAdapter:
             inbound = self.normalize(message)
             if inbound is None:
                 return
-            if inbound.channel.is_private and not self._may_talk(message.from_user):
-                self._refuse(inbound)
-                return
         except Exception:  # a message this code cannot read is skipped, not fetched forever
             log.exception("could not take a Telegram message in chat %s", message.chat_id)
             return
@@ -420,7 +413,13 @@ class TelegramAdapter:
             addressed = addressed or mentioned
         return Inbound(
             channel=channel,
-            author=Author(id=str(sender.id), name=sender.full_name, is_bot=sender.is_bot),
+            author=Author(
+                id=str(sender.id),
+                name=sender.full_name,
+                is_bot=sender.is_bot,
+                username=sender.username,
+                is_moderator=True if private else None,  # asked of Telegram when needed
+            ),
             text=text,
             message_id=str(message.message_id),
             addressed=addressed,
@@ -459,34 +458,6 @@ class TelegramAdapter:
             joined = f"{before} {after}" if before and after else before + after
             encoded = joined.encode("utf-16-le")
         return encoded.decode("utf-16-le").strip(), True
-
-    def _may_talk(self, user: TelegramUser | None) -> bool:
-        if not self._allowed:
-            return True
-        if user is None:
-            return False
-        if str(user.id) in self._allowed:
-            return True
-        return user.username is not None and user.username.lower() in self._allowed
-
-    def _refuse(self, inbound: Inbound) -> None:
-        if inbound.author.id in self._refused:
-            return
-        self._refused.add(inbound.author.id)
-        log.info("Telegram: user %s is not in allowed_users; refused once", inbound.author.id)
-        task = asyncio.create_task(self._send_refusal(inbound))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _send_refusal(self, inbound: Inbound) -> None:
-        try:
-            await self.send(
-                inbound.channel,
-                REFUSAL.format(user_id=inbound.author.id),
-                reply_to=inbound.message_id,
-            )
-        except DeliveryError as exc:
-            log.info("could not send the refusal to user %s: %s", inbound.author.id, exc)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -541,6 +512,22 @@ class TelegramAdapter:
 
         _, shown = await self._deliver("editMessageText", sent.channel, text, previous, edit_as)
         self._remember(sent, shown)
+
+    async def is_moderator(self, channel: ChannelRef, user_id: str) -> bool:
+        """Whether the person is the group's creator or one of its administrators."""
+        key = (channel.chat_id, user_id)
+        now = time.monotonic()
+        known = self._moderators.get(key)
+        if known is not None and now - known[0] < MODERATOR_CACHE_S:
+            return known[1]
+        app = self._running_app()
+        member = await app.bot.get_chat_member(chat_id=int(channel.chat_id), user_id=int(user_id))
+        answer = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
+        self._moderators[key] = (now, answer)
+        self._moderators.move_to_end(key)
+        while len(self._moderators) > REMEMBERED_MESSAGES:
+            self._moderators.popitem(last=False)
+        return answer
 
     async def typing(self, to: ChannelRef) -> None:
         """Show "typing…" in the chat (or topic) for a few seconds."""

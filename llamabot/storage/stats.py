@@ -20,9 +20,14 @@ class Usage:
     median_reply_ms: int | None
 
 
-async def usage(store: HistoryStore, conversation_id: int | None = None) -> Usage:
-    """Figures for one conversation, or for all of them."""
+async def usage(
+    store: HistoryStore, conversation_id: int | None = None, author_id: str | None = None
+) -> Usage:
+    """Figures for one conversation, or for all of them; only one person's messages
+    when ``author_id`` (``platform:user_id``) is given."""
     scope = [] if conversation_id is None else [Message.conversation_id == conversation_id]
+    if author_id is not None:
+        scope.append(Message.author_id == author_id)
     totals = (
         select(
             func.count(),

@@ -33,6 +33,7 @@ class RecordingAdapter:
     order: list[str] = field(default_factory=list)  # message ids in send order
     fail_edits: int = 0  # the next N edits raise DeliveryError
     bot: BotHandle | None = None
+    moderators: set[str] = field(default_factory=set)  # user ids is_moderator answers yes for
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -64,6 +65,9 @@ class RecordingAdapter:
     async def typing(self, to: ChannelRef) -> None:
         self.calls.append(Call("typing", to.key, "", "", time.monotonic()))
 
+    async def is_moderator(self, channel: ChannelRef, user_id: str) -> bool:
+        return user_id in self.moderators
+
     def messages_in(self, key: str) -> list[str]:
         """The current text of every message in a channel, in the order they were sent."""
         sent = {c.message_id for c in self.calls if c.kind == "send" and c.channel == key}
@@ -79,6 +83,8 @@ class RecordingAdapter:
         addressed: bool = False,
         thread: str | None = None,
         guild: str | None = None,
+        username: str | None = None,
+        roles: tuple[str, ...] = (),
     ) -> asyncio.Future[None]:
         """Submit a message as a person would, through the running bot."""
         assert self.bot is not None, "start the bot first"
@@ -91,7 +97,7 @@ class RecordingAdapter:
         )
         inbound = Inbound(
             channel=channel,
-            author=Author(id=user, name=user.title()),
+            author=Author(id=user, name=user.title(), username=username, roles=roles),
             text=text,
             message_id=f"in-{len(self.calls)}-{time.monotonic_ns()}",
             addressed=addressed,

@@ -351,6 +351,7 @@ class FakeTelegram:
         self.rate_limited: dict[str, int] = {}  # method -> how many calls to answer 429
         self.retry_after = 1
         self.blocked_chats: set[int] = set()
+        self.chat_admins: dict[int, set[int]] = {}  # chat id -> user ids getChatMember calls admins
         self.reject_html: Callable[[str], bool] | None = None
         self.listeners: list[Callable[[Call], None]] = []  # told of every answered request
         self.failing: dict[str, list[str]] = {}  # method -> how the next calls fail, in order
@@ -724,6 +725,28 @@ class FakeTelegram:
 
     def _api_getMe(self, params: dict[str, Any]) -> dict[str, Any]:
         return self.bot_user
+
+    def _api_getChatMember(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id, user_id = int(params["chat_id"]), int(params["user_id"])
+        person = {"id": user_id, "is_bot": False, "first_name": f"User {user_id}"}
+        if user_id in self.chat_admins.get(chat_id, set()):
+            return {
+                "status": "administrator",
+                "user": person,
+                "can_be_edited": False,
+                "is_anonymous": False,
+                "can_manage_chat": True,
+                "can_delete_messages": True,
+                "can_manage_video_chats": True,
+                "can_restrict_members": True,
+                "can_promote_members": False,
+                "can_change_info": True,
+                "can_invite_users": True,
+                "can_post_stories": False,
+                "can_edit_stories": False,
+                "can_delete_stories": False,
+            }
+        return {"status": "member", "user": person}
 
     def _api_deleteWebhook(self, params: dict[str, Any]) -> bool:
         if params.get("drop_pending_updates"):
