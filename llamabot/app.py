@@ -293,10 +293,10 @@ class Bot:
         missing = await self.model.missing_models(wanted)
         for name, hosts in sorted(missing.items()):
             log.warning(
-                "model %s (used by a persona) is not installed on %s; run: ollama pull %s",
+                "model %s (used by a persona) is not installed on %s; %s",
                 name,
                 ", ".join(hosts),
-                name,
+                self.model.install_hint(name),
             )
 
     def _start_maintenance(self) -> None:

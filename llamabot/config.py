@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from llamabot.events import ChannelRef
@@ -62,6 +70,36 @@ class OllamaSection(Section):
         return list(self.hosts) or [self.host]
 
 
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(
+            f"{value!r} is not an http:// or https:// URL; write the server's address, "
+            'e.g. "http://127.0.0.1:8080/v1"'
+        )
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class OpenAISection(Section):
+    """``[llm.openai]``: servers speaking the OpenAI chat API (llama-server, vLLM, ...)."""
+
+    base_url: HttpUrl | None = None
+    base_urls: list[HttpUrl] = Field(default_factory=list)
+    # Empty by default so a key exported for another service never reaches these servers;
+    # servers started without authentication need none.
+    api_key_env: str = ""
+    retry_after_s: float = Field(default=15.0, ge=0)
+
+    @property
+    def all_base_urls(self) -> list[str]:
+        """``base_urls`` when given, else the single ``base_url`` (empty when neither)."""
+        if self.base_urls:
+            return list(self.base_urls)
+        return [self.base_url] if self.base_url else []
+
+
 class EmbeddedSection(Section):
     model_path: str = ""
     # "auto": plain weights on CPUs with AMX, whose llama.cpp kernels crash (weight_buffers.py).
@@ -73,12 +111,22 @@ class EmbeddedSection(Section):
 
 
 class LlmSection(Section):
-    backend: Literal["auto", "ollama", "embedded"] = "auto"
+    backend: Literal["auto", "ollama", "embedded", "openai"] = "auto"
     max_concurrency: int = Field(default=2, ge=1)
     first_token_timeout: float = Field(default=120.0, gt=0)
     idle_timeout: float = Field(default=60.0, gt=0)
     ollama: OllamaSection = Field(default_factory=OllamaSection)
     embedded: EmbeddedSection = Field(default_factory=EmbeddedSection)
+    openai: OpenAISection = Field(default_factory=OpenAISection)
+
+    @model_validator(mode="after")
+    def _openai_has_a_server(self) -> LlmSection:
+        if self.backend == "openai" and not self.openai.all_base_urls:
+            raise ValueError(
+                '[llm] backend = "openai" needs a server: add [llm.openai] with '
+                'base_url = "http://HOST:PORT/v1" (or base_urls = [...] for several)'
+            )
+        return self
 
 
 class StorageSection(Section):

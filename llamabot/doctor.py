@@ -84,7 +84,7 @@ async def _backend(config: Config, path: Path) -> list[Check]:
                         f"persona {persona_name}",
                         False,
                         f"model {persona.model} missing on {', '.join(lacking)}; "
-                        f"run: ollama pull {persona.model}",
+                        f"{model.install_hint(persona.model)}",
                     )
                 )
             else:

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # What a running bot keeps until restart: connections, the database, the loaded backend.
 RESTART_ONLY = ("discord", "telegram", "storage")
-RESTART_ONLY_LLM = ("backend", "max_concurrency", "ollama", "embedded")
+RESTART_ONLY_LLM = ("backend", "max_concurrency", "ollama", "embedded", "openai")
 RESTART_ONLY_PLUGINS = ("dirs", "enabled", "disabled")
 
 

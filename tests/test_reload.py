@@ -176,3 +176,16 @@ async def test_plugin_settings_reload_and_a_bad_slice_is_rejected_whole(tmp_path
         assert "[plugins.dice] is invalid: sides" in rejected.problems[0]
         assert host.config_for("dice") == DiceSettings(sides=20)
         assert await ask(bot) == "PROMPT-TWO"  # nothing of the bad edit applied
+
+
+def test_a_changed_openai_server_waits_for_a_restart(tmp_path: Path) -> None:
+    from llamabot.config import parse_config
+    from llamabot.reload import compare, live_part
+
+    def config(url: str) -> str:
+        return f'[llm]\nbackend = "openai"\n[llm.openai]\nbase_url = "{url}"\n'
+
+    old = parse_config(config("http://gpu-a:8000/v1"), tmp_path / "bot.toml")
+    new = parse_config(config("http://gpu-b:8000/v1"), tmp_path / "bot.toml")
+    assert compare(old, new).need_restart == ["[llm] openai"]
+    assert live_part(old, new).llm.openai.base_url == "http://gpu-a:8000/v1"

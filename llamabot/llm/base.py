@@ -85,6 +85,10 @@ class ChatModel(Protocol):
         """Of ``names``, the models some server lacks, with those servers."""
         ...
 
+    def install_hint(self, model: str) -> str:
+        """What the admin does so that a missing ``model`` is served (for logs and doctor)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

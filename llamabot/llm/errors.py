@@ -25,10 +25,13 @@ class ModelError(Exception):
 class ModelNotFound(ModelError):
     """The persona's model is not installed on any server."""
 
-    def __init__(self, model: str, detail: str | None = None) -> None:
+    def __init__(
+        self, model: str, detail: str | None = None, *, user_message: str | None = None
+    ) -> None:
         super().__init__(
             detail or f"model {model!r} not found",
-            user_message=(
+            user_message=user_message
+            or (
                 f"The model {model} isn't installed on this bot's machine; "
                 f"an admin can run `ollama pull {model}`."
             ),

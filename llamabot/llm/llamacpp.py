@@ -417,6 +417,10 @@ class EmbeddedModel:
         """The model that really answers: the GGUF's name, whatever a persona asks for."""
         return self._path.stem
 
+    def install_hint(self, model: str) -> str:
+        """Never needed (nothing is missing); says how another model would be used."""
+        return f"point [llm.embedded] model_path at a GGUF file of {model}"
+
     async def health(self) -> Health:
         features = ", ".join(cpu_features(self.system_info)) or "none of note"
         cpu = (

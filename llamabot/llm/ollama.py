@@ -27,6 +27,7 @@ from llamabot.llm.ollama_hosts import (
     OllamaHost,
     model_key,
 )
+from llamabot.llm.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from llamabot.config import OllamaSection
@@ -66,6 +67,10 @@ class OllamaModel:
         """Ollama serves the model the persona names."""
         return requested
 
+    def install_hint(self, model: str) -> str:
+        """The pull that installs ``model``."""
+        return f"run: ollama pull {model}"
+
     @property
     def hosts(self) -> list[str]:
         """The configured server URLs, in config order."""
@@ -82,7 +87,7 @@ class OllamaModel:
         """
         payload = [{"role": m.role, "content": m.content} for m in messages]
         keep_alive = options.keep_alive or self._section.keep_alive
-        watchdog = _Watchdog(self._first_token_timeout, self._idle_timeout)
+        watchdog = Watchdog(self._first_token_timeout, self._idle_timeout)
         clock = time.monotonic
         idle = self._idle_timeout
         tried: set[str] = set()
@@ -302,54 +307,3 @@ def _context_from(model_info: Mapping[str, Any] | None) -> int | None:
     arch = model_info.get("general.architecture")
     value = model_info.get(f"{arch}.context_length") if isinstance(arch, str) else None
     return value if isinstance(value, int) and value > 0 else None
-
-
-class _Watchdog:
-    """Cancels the task that started the stream when the model stays silent too long.
-
-    ``asyncio.timeout`` around every token would schedule and cancel a timer per token;
-    here the stream only moves ``deadline`` (None while paused) and one timer, checking it
-    at least every ``min(first, idle)`` seconds, re-arms itself until the deadline passes.
-    That keeps the per-token cost to one ``time.monotonic()`` call.
-    """
-
-    __slots__ = ("_fired", "_handle", "_loop", "_task", "deadline", "first", "period")
-
-    def __init__(self, first: float, idle: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
-        self.first = first
-        self.period = min(first, idle)
-        self.deadline: float | None = time.monotonic() + first
-        self._fired = False
-        self._handle: asyncio.TimerHandle | None = self._loop.call_later(self.period, self._fire)
-
-    def _fire(self) -> None:
-        if self._task is None:
-            self._handle = None
-            return
-        deadline = self.deadline
-        now = time.monotonic()
-        if deadline is None or now < deadline - 0.001:
-            # Paused or not yet due. Look again at the deadline, or sooner: the stream may
-            # move it closer (the idle limit can be shorter than the first-token one).
-            wait = self.period if deadline is None else min(self.period, deadline - now)
-            wait = max(wait, 0.001)
-            self._handle = self._loop.call_later(wait, self._fire)
-            return
-        self._handle = None
-        self._fired = True
-        self._task.cancel()
-
-    def fired(self) -> bool:
-        """Whether the cancellation being handled is ours (not the task being cancelled)."""
-        if not self._fired or self._task is None:
-            return False
-        self._fired = False
-        return self._task.uncancel() == 0
-
-    def close(self) -> None:
-        self.deadline = None
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None

@@ -12,7 +12,23 @@ log = logging.getLogger(__name__)
 
 
 async def select_model(section: LlmSection, *, config_dir: Path | None = None) -> ChatModel:
-    """Ollama when asked for, or (``auto``) when it answers within a second; else llama.cpp."""
+    """Ollama when asked for, or (``auto``) when it answers within a second; else llama.cpp.
+
+    ``openai`` is never guessed: the servers it names are used as configured.
+    """
+    if section.backend == "openai":
+        from llamabot.llm.openai_compat import OpenAICompatModel
+
+        model = OpenAICompatModel(
+            section.openai,
+            first_token_timeout=section.first_token_timeout,
+            idle_timeout=section.idle_timeout,
+        )
+        log.info(
+            'using the OpenAI-compatible server(s) at %s ([llm] backend = "openai")',
+            ", ".join(model.base_urls),
+        )
+        return model
     if section.backend in ("ollama", "auto"):
         from llamabot.llm.ollama import OllamaModel, ollama_answers
 

@@ -89,5 +89,8 @@ class ScriptedModel:
     async def missing_models(self, names: list[str]) -> dict[str, list[str]]:
         return {}
 
+    def install_hint(self, model: str) -> str:
+        return f"script a reply for {model}"
+
     async def aclose(self) -> None:
         return None
