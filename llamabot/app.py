@@ -20,6 +20,7 @@ from llamabot.config import Config, Resolved, resolve_storage_url
 from llamabot.conversation import Conversation
 from llamabot.events import Inbound
 from llamabot.llm.base import ChatModel
+from llamabot.loop_lag import LoopWatchdog
 from llamabot.plugin_host import PluginHost
 from llamabot.plugins import CommandContext, JobContext
 from llamabot.reload import ConfigWatcher
@@ -30,7 +31,6 @@ from llamabot.storage.history import HistoryStore
 from llamabot.storage.inbox import Inbox
 from llamabot.storage.locks import claim_sqlite
 from llamabot.streaming import send_text
-from llamabot.watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
     from llamabot.scheduler import Scheduler

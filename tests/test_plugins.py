@@ -285,7 +285,7 @@ async def test_a_plugin_blocking_the_event_loop_is_named_in_a_warning(
     make_config: MakeConfig, adapter: RecordingAdapter, tmp_path: Path
 ) -> None:
     collect = _Collect()
-    watchdog_log = logging.getLogger("llamabot.watchdog")
+    watchdog_log = logging.getLogger("llamabot.loop_lag")
     watchdog_log.addHandler(collect)
     try:
         async with running(with_dirs(make_config, "blocking"), adapter, tmp_path):
