@@ -68,6 +68,12 @@ respond = "always"
 """
 
 
+@pytest.fixture(autouse=True)
+def short_conflict_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One second per start adds up; the test of the probe turns it back on.
+    monkeypatch.setattr(telegram_adapter, "CONFLICT_PROBE_S", 0)
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeTelegram]:
     async with FakeTelegram(username=BOT) as server:
@@ -740,3 +746,18 @@ async def test_reset_in_a_group_asks_telegram_whether_the_person_is_a_group_admi
     assert texts == ["In a group, only its admins (and the bot's admins) can use /reset.", "forgot"]
     asked = [c.params["user_id"] for c in fake.calls if c.method == "getChatMember"]
     assert sorted(asked) == ["1001", "1002"]
+
+
+async def test_a_second_poller_of_one_token_is_refused_at_start_and_the_first_goes_on(
+    make_config: MakeConfig, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(telegram_adapter, "CONFLICT_PROBE_S", 1)
+    first_model = ScriptedModel()
+    async with running(telegram_config(make_config, fake), first_model, fake) as first:
+        await fake.wait_for(lambda: fake.polls_held == 1)
+        toml = TOML.format(base_url=fake.base_url, telegram_extra="", forum=FORUM)
+        with pytest.raises(StartupError, match="409 Conflict"):
+            async with running(make_config(toml, db="second.db"), ScriptedModel(), fake):
+                pass
+        await answered(fake, first, fake.push_message(1001, "still there?", from_user=ALICE))
+    assert [c.last_user for c in first_model.calls] == ["still there?"]

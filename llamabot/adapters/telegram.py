@@ -55,6 +55,9 @@ PLATFORM = "telegram"
 MAX_CHARS = 4096
 TYPING_INTERVAL_S = 4.0  # Telegram shows "typing…" for about 5 s per sendChatAction
 POLL_TIMEOUT_S = 10
+# How long (whole seconds, as Telegram takes them) the start listens for another
+# process polling the same token; 0 does not listen.
+CONFLICT_PROBE_S = 1
 UPDATE_TYPES = ["message"]
 NETWORK_BACKOFF_S = 0.5
 NETWORK_BACKOFF_MAX_S = 4.0
@@ -207,8 +210,31 @@ class TelegramAdapter:
         else:
             # A webhook left registered would make every getUpdates fail with a conflict.
             await self._call("deleteWebhook", "polling", lambda: app.bot.delete_webhook())
+            await self._refuse_a_second_poller(app)
             self._poller = asyncio.create_task(self._poll(app), name="telegram-polling")
         log.info("Telegram: @%s is %s", self._username, _mode_text(section))
+
+    async def _refuse_a_second_poller(self, app: AnyApplication) -> None:
+        """Stop the start if another process polls this token already.
+
+        Telegram answers two pollers' requests with 409 Conflict in turn, each stealing the
+        other's updates. Our short probe cuts the other's long poll; it polls again at
+        once and cuts ours, so the probe sees 409. The probe confirms nothing.
+        """
+        if CONFLICT_PROBE_S <= 0:
+            return
+        try:
+            await app.bot.get_updates(
+                timeout=CONFLICT_PROBE_S, limit=1, allowed_updates=UPDATE_TYPES
+            )
+        except Conflict:
+            raise StartupError(
+                f"another program is already receiving @{self._username}'s updates (Telegram "
+                "answered 409 Conflict); one bot token takes one poller: stop the other "
+                "process first, or run one process per token"
+            ) from None
+        except TelegramError as exc:
+            log.debug("Telegram: the start's poll probe failed (%s); polling goes on", exc)
 
     async def stop_receiving(self) -> None:
         """Fetch no more updates (or refuse webhooks); confirm the ones queued."""
@@ -302,6 +328,12 @@ class TelegramAdapter:
                     allowed_updates=UPDATE_TYPES,
                 )
             except Exception as exc:  # whatever it was, polling must go on
+                if isinstance(exc, Conflict) and not poll_failures:
+                    # Perhaps a second process probing at its start: answer at once,
+                    # so that its probe sees us and it steps aside.
+                    poll_failures += 1
+                    self._on_poll_error(exc)
+                    continue
                 poll_failures += 1
                 self._on_poll_error(exc)
                 await asyncio.sleep(_backoff(poll_failures))
