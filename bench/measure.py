@@ -130,6 +130,17 @@ def answer_parent(result: Mapping[str, Any]) -> int:
 # -- the adapter benchmarks' loads -------------------------------------------------------
 
 
+# The burst loads send each person's messages all at once: flood control would skip most
+# of them. These benches measure throughput; bench_flood.py measures flood control.
+UNLIMITED = """
+[limits]
+messages_per_minute = 1e9
+burst = 1000000
+max_queued_per_person = 1000000
+max_queued_per_conversation = 1000000
+max_conversations_per_person = 1000000
+"""
+
 ChildRun = Callable[[str, str, int, int], Coroutine[Any, Any, dict[str, Any]]]
 
 
@@ -230,7 +241,7 @@ async def with_llamabot(
     """
     path = Path(folder) / "bot.toml"
     storage = f'[storage]\nurl = "sqlite+aiosqlite:///{folder}/bench.db"\n'
-    config = parse_config(storage + platform_toml, path)
+    config = parse_config(storage + platform_toml + UNLIMITED, path)
     async with Bot(
         config,
         config_path=path,
