@@ -105,6 +105,8 @@ async def _db(args: argparse.Namespace) -> int:
 
     path = _config_path(args)
     config = load_config(path)
+    if args.db_command == "copy":
+        return await _copy(args, resolve_storage_url(config.storage.url, path), path)
     engine = create_engine(resolve_storage_url(config.storage.url, path))
     try:
         if args.db_command == "upgrade":
@@ -119,6 +121,34 @@ async def _db(args: argparse.Namespace) -> int:
             print(f"database revision: {current or 'none (empty)'} — {state}")
     finally:
         await engine.dispose()
+    return 0
+
+
+async def _copy(args: argparse.Namespace, configured: str, path: Path) -> int:
+    from llamabot.storage.copy import copy_database
+    from llamabot.storage.engine import create_engine
+
+    if not args.to:
+        return _fail("say where to: llamabot db copy --to postgresql+asyncpg://user@host/db")
+    source_url = resolve_storage_url(args.source or configured, path)
+    target_url = resolve_storage_url(args.to, path)
+    if source_url == target_url:
+        return _fail("--from and --to name the same database; nothing to copy")
+    source, target = create_engine(source_url), create_engine(target_url)
+    try:
+        report = await copy_database(source, target)
+    finally:
+        await source.dispose()
+        await target.dispose()
+    for table in report:
+        state = "ok" if table.complete else "INCOMPLETE"
+        print(
+            f"{table.table:<18} {table.source:>10,} in the source, {table.target:>10,} in the "
+            f"target ({table.copied:,} copied now)  {state}"
+        )
+    if not all(table.complete for table in report):
+        return _fail("the target holds fewer rows than the source; run the copy again")
+    print(f'done: set [storage] url = "{args.to}" in {path} and start the bot')
     return 0
 
 
@@ -259,8 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("check", "validate bot.toml and print a summary")
     db = add("db", "database maintenance")
-    db.add_argument("db_command", choices=["upgrade", "current", "prune"])
+    db.add_argument("db_command", choices=["upgrade", "current", "prune", "copy"])
     db.add_argument("--older-than", help="with prune: an age like 30d, 12h or 2w")
+    db.add_argument(
+        "--from", dest="source", help="with copy: the database to copy (default: [storage] url)"
+    )
+    db.add_argument(
+        "--to", help="with copy: the database to copy into, e.g. postgresql+asyncpg://…"
+    )
     add("models", "list the models the backend can serve")
     add("plugins", "list the plugins that load, with their commands, and the ones that fail")
     add("doctor", "check config, database, model servers, persona models and tokens")

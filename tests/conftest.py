@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import make_url
 
 from llamabot.config import Config, parse_config
 from tests.fakes.chat import RecordingAdapter
@@ -58,3 +60,45 @@ def model() -> ScriptedModel:
 @pytest.fixture
 def adapter() -> RecordingAdapter:
     return RecordingAdapter()
+
+
+# The PostgreSQL half of the storage suites runs where a server is given:
+#   eval "$(.ci/postgres start)"   (CI does this)
+PG_URL = os.environ.get("LLAMABOT_TEST_PG_URL", "")
+PG_SKIP = (
+    'PostgreSQL half: no server; run `eval "$(.ci/postgres start)"` (sets '
+    "LLAMABOT_TEST_PG_URL) to include it"
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database: an SQLite file, then a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+        return
+    if not PG_URL:
+        pytest.skip(PG_SKIP)
+    import asyncpg
+
+    base = make_url(PG_URL)
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin_dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield base.set(database=name).render_as_string(hide_password=False)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def make_store_config(store_url: str, tmp_path: Path) -> MakeConfig:
+    """Like ``make_config``, on ``store_url``: the test runs on SQLite and on PostgreSQL."""
+
+    def make(text: str = BASE_TOML) -> Config:
+        body = f'[storage]\nurl = "{store_url}"\n' + text
+        return parse_config(body, tmp_path / "bot.toml")
+
+    return make

@@ -19,6 +19,7 @@ from llamabot.events import ChannelRef
 from llamabot.plugin_loader import bundled_plugins_dir
 from llamabot.plugins import UsageError
 from llamabot.storage.models import Message
+from tests.conftest import BASE_TOML, MakeConfig
 from tests.fakes.chat import RecordingAdapter
 from tests.fakes.model import ScriptedModel
 from tests.test_scheduler import warp
@@ -415,3 +416,17 @@ async def test_a_reminder_set_before_a_restart_is_delivered_once_after_it(
         assert last(adapter, GROUP) == "You have no reminders pending."
     reminders = [call.text for call in adapter.calls if call.kind == "send" and "⏰" in call.text]
     assert reminders == [in_group, in_private]
+
+
+async def test_forgetme_and_stats_work_on_every_database(
+    make_store_config: MakeConfig, adapter: RecordingAdapter, tmp_path: Path
+) -> None:
+    config = make_store_config(BASE_TOML)
+    bot = Bot(config, config_path=tmp_path / "bot.toml", model=ScriptedModel(), adapters=[adapter])
+    async with bot:
+        await adapter.say("hello")
+        await adapter.say("/stats")
+        assert last(adapter).startswith("This conversation: 2 messages")
+        await adapter.say("/forgetme")
+        assert last(adapter).startswith("Deleted 1 message of yours")
+        assert await bot.store.count() == 1  # the bot's reply stays

@@ -50,8 +50,8 @@ def answered(text: str, status: str = "ok", persona: str = "assistant") -> NewMe
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[HistoryStore]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
+async def store(store_url: str) -> AsyncIterator[HistoryStore]:
+    engine = create_engine(store_url)
     await upgrade(engine)
     history = HistoryStore(engine)
     dm = await history.conversation_id(DM)
@@ -72,6 +72,7 @@ async def store(tmp_path: Path) -> AsyncIterator[HistoryStore]:
         answered("ahoy", persona="pirate"),
     )
     yield history
+    await history.aclose()
     await engine.dispose()
 
 

@@ -17,8 +17,10 @@ from llamabot.storage.models import Base
 CHANNEL = ChannelRef("console", "local", is_private=True)
 
 
-async def open_store(path: Path) -> HistoryStore:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+async def open_store(where: Path | str) -> HistoryStore:
+    """A migrated store: ``where`` is an SQLite file or a database URL."""
+    url = f"sqlite+aiosqlite:///{where}" if isinstance(where, Path) else where
+    engine = create_async_engine(url)
     await upgrade(engine)
     return HistoryStore(engine)
 
@@ -56,21 +58,21 @@ def test_models_match_the_migrations(tmp_path: Path) -> None:
     assert diff == []
 
 
-async def test_history_survives_reopening_the_database(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "h.db")
+async def test_history_survives_reopening_the_database(store_url: str) -> None:
+    store = await open_store(store_url)
     conversation = await store.conversation_id(CHANNEL)
     await store.append(conversation, user("remember me"))
     await store.engine.dispose()
 
-    again = await open_store(tmp_path / "h.db")
+    again = await open_store(store_url)
     assert await again.conversation_id(CHANNEL) == conversation
     turns = await again.window(conversation, 10, 100)
     assert [t.content for t in turns] == ["remember me"]
     await again.engine.dispose()
 
 
-async def test_window_keeps_the_newest_messages_by_count(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "h.db")
+async def test_window_keeps_the_newest_messages_by_count(store_url: str) -> None:
+    store = await open_store(store_url)
     conversation = await store.conversation_id(CHANNEL)
     await store.append(conversation, *[user(f"m{i}") for i in range(10)])
     turns = await store.window(conversation, 4, 1000)
@@ -78,8 +80,8 @@ async def test_window_keeps_the_newest_messages_by_count(tmp_path: Path) -> None
     await store.engine.dispose()
 
 
-async def test_window_drops_the_oldest_to_fit_the_token_budget(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "h.db")
+async def test_window_drops_the_oldest_to_fit_the_token_budget(store_url: str) -> None:
+    store = await open_store(store_url)
     conversation = await store.conversation_id(CHANNEL)
     await store.append(conversation, *[user(f"m{i}", tokens=10) for i in range(10)])
     turns = await store.window(conversation, 100, 35)
@@ -87,16 +89,16 @@ async def test_window_drops_the_oldest_to_fit_the_token_budget(tmp_path: Path) -
     await store.engine.dispose()
 
 
-async def test_the_newest_turn_is_kept_even_when_over_budget(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "h.db")
+async def test_the_newest_turn_is_kept_even_when_over_budget(store_url: str) -> None:
+    store = await open_store(store_url)
     conversation = await store.conversation_id(CHANNEL)
     await store.append(conversation, user("old", 1), user("huge", 500))
     assert [t.content for t in await store.window(conversation, 10, 100)] == ["huge"]
     await store.engine.dispose()
 
 
-async def test_failed_replies_never_enter_the_window(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "h.db")
+async def test_failed_replies_never_enter_the_window(store_url: str) -> None:
+    store = await open_store(store_url)
     conversation = await store.conversation_id(CHANNEL)
     await store.append(
         conversation,
@@ -107,8 +109,8 @@ async def test_failed_replies_never_enter_the_window(tmp_path: Path) -> None:
     await store.engine.dispose()
 
 
-async def test_conversations_are_kept_apart(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "h.db")
+async def test_conversations_are_kept_apart(store_url: str) -> None:
+    store = await open_store(store_url)
     a = await store.conversation_id(ChannelRef("discord", "1"))
     b = await store.conversation_id(ChannelRef("discord", "1", thread_id="2"))
     assert a != b
@@ -135,8 +137,8 @@ async def test_window_reads_through_the_index(tmp_path: Path) -> None:
     await store.engine.dispose()
 
 
-async def test_clear_and_forget_author(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "h.db")
+async def test_clear_and_forget_author(store_url: str) -> None:
+    store = await open_store(store_url)
     a = await store.conversation_id(CHANNEL)
     b = await store.conversation_id(ChannelRef("console", "other", is_private=True))
     bob = NewMessage(role="user", content="bob", tokens=1, author_id="console:bob")
@@ -153,8 +155,8 @@ def test_the_schema_revision_constant_is_the_newest_migration() -> None:
     assert head_revision() == SCHEMA_REVISION
 
 
-async def test_a_platform_message_is_stored_once(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "h.db")
+async def test_a_platform_message_is_stored_once(store_url: str) -> None:
+    store = await open_store(store_url)
     cid = await store.conversation_id(CHANNEL)
     first = NewMessage(role="user", content="hi", tokens=1, platform_message_id="42")
     assert await store.append_and_window(cid, first, 10, 100) is not None
@@ -193,3 +195,16 @@ async def test_migrating_a_history_with_replayed_messages_keeps_them_all(tmp_pat
         ).all()
     assert [tuple(r) for r in rows] == [("asked", "7"), ("asked again by a replay", None)]
     await engine.dispose()
+
+
+async def test_models_match_the_migrations_on_both_dialects(store_url: str) -> None:
+    engine = create_async_engine(store_url)
+    await upgrade(engine)
+
+    def compare(conn: Connection) -> list[object]:
+        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+
+    async with engine.connect() as conn:
+        diff = await conn.run_sync(compare)
+    await engine.dispose()
+    assert diff == []

@@ -24,14 +24,16 @@ def inbound(text: str, message_id: str | None) -> Inbound:
     )
 
 
-async def open_store(path: Path) -> HistoryStore:
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+async def open_store(where: Path | str) -> HistoryStore:
+    """A migrated store: ``where`` is an SQLite file or a database URL."""
+    url = f"sqlite+aiosqlite:///{where}" if isinstance(where, Path) else where
+    engine = create_engine(url)
     await upgrade(engine)
     return HistoryStore(engine)
 
 
-async def test_what_is_not_done_is_there_after_a_restart_in_order(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "i.db")
+async def test_what_is_not_done_is_there_after_a_restart_in_order(store_url: str) -> None:
+    store = await open_store(store_url)
     inbox = Inbox(store)
     first, second, third = inbound("one", "1"), inbound("two ✓", "2"), inbound("three", "3")
     entries = [await inbox.put(message) for message in (first, second, third)]
@@ -41,15 +43,15 @@ async def test_what_is_not_done_is_there_after_a_restart_in_order(tmp_path: Path
     await store.aclose()
     await store.engine.dispose()
 
-    store = await open_store(tmp_path / "i.db")
+    store = await open_store(store_url)
     pending = await Inbox(store).pending()
     assert [message for _, message in pending] == [first, third]  # whole, as taken
     await store.aclose()
     await store.engine.dispose()
 
 
-async def test_a_message_taken_twice_is_kept_once(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "i.db")
+async def test_a_message_taken_twice_is_kept_once(store_url: str) -> None:
+    store = await open_store(store_url)
     inbox = Inbox(store)
     assert await inbox.put(inbound("hello", "5")) is not None
     assert await inbox.put(inbound("hello", "5")) is None  # the platform delivered it again

@@ -4,35 +4,35 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from llamabot.events import ChannelRef
 from llamabot.retention import parse_age, prune_older_than
 from llamabot.storage.engine import create_engine, upgrade
 from llamabot.storage.history import HistoryStore, NewMessage
+from llamabot.storage.models import Message
 
 CHANNEL = ChannelRef("console", "local", is_private=True)
 
 
-async def store_at(path: Path) -> HistoryStore:
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+async def store_at(where: Path | str) -> HistoryStore:
+    """A migrated store: ``where`` is an SQLite file or a database URL."""
+    url = f"sqlite+aiosqlite:///{where}" if isinstance(where, Path) else where
+    engine = create_engine(url)
     await upgrade(engine)
     return HistoryStore(engine)
 
 
 async def age_messages(store: HistoryStore, contents: list[str], days: int) -> None:
+    then = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days)
     async with store.engine.begin() as conn:
         for content in contents:
             await conn.execute(
-                text(
-                    "UPDATE messages SET created_at = datetime('now', :shift) "
-                    "WHERE content = :content"
-                ),
-                {"shift": f"-{days} days", "content": content},
+                update(Message).where(Message.content == content).values(created_at=then)
             )
 
 
@@ -48,8 +48,8 @@ def test_ages_are_read_as_the_admin_writes_them() -> None:
         parse_age("a month")
 
 
-async def test_prune_removes_only_the_old_rows(tmp_path: Path) -> None:
-    store = await store_at(tmp_path / "r.db")
+async def test_prune_removes_only_the_old_rows(store_url: str) -> None:
+    store = await store_at(store_url)
     conversation = await store.conversation_id(CHANNEL)
     await store.append(conversation, message("ancient"), message("recent"), message("today"))
     await age_messages(store, ["ancient"], 40)

@@ -53,9 +53,9 @@ async def test_history_is_fed_back_to_the_model(
 
 
 async def test_history_survives_a_restart(
-    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+    make_store_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
 ) -> None:
-    config = make_config()
+    config = make_store_config()
     async with bot(config, model, adapter):
         await adapter.say("before restart")
     async with bot(config, model, adapter) as running:

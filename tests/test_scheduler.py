@@ -28,11 +28,13 @@ from tests.fakes.model import ScriptedModel
 
 
 @contextmanager
-def job_store(db: Path) -> Iterator[BackgroundScheduler]:
-    """APScheduler itself on the bot's job store, paused: for looking and changing only."""
-    scheduler = BackgroundScheduler(
-        jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{db}")}
-    )
+def job_store(db: Path | str) -> Iterator[BackgroundScheduler]:
+    """APScheduler itself on the bot's job store, paused: for looking and changing only.
+
+    ``db`` is an SQLite file or the bot's ``[storage] url``.
+    """
+    url = f"sqlite:///{db}" if isinstance(db, Path) else sync_url(db).render_as_string(False)
+    scheduler = BackgroundScheduler(jobstores={"default": SQLAlchemyJobStore(url=url)})
     scheduler.start(paused=True)
     try:
         yield scheduler
@@ -42,7 +44,7 @@ def job_store(db: Path) -> Iterator[BackgroundScheduler]:
         scheduler.shutdown(wait=False)
 
 
-def warp(db: Path, when: datetime) -> list[str]:
+def warp(db: Path | str, when: datetime) -> list[str]:
     """Move every stored job's next run to ``when``, as if time passed while the bot was down.
 
     Returns the ids of the jobs moved.
@@ -54,7 +56,7 @@ def warp(db: Path, when: datetime) -> list[str]:
     return ids
 
 
-def stored_ids(db: Path) -> list[str]:
+def stored_ids(db: Path | str) -> list[str]:
     """The ids of the jobs in the database."""
     with job_store(db) as scheduler:
         return sorted(job.id for job in scheduler.get_jobs())
@@ -112,12 +114,12 @@ def test_the_job_store_uses_the_synchronous_driver_of_the_same_database() -> Non
         return sync_url(url).render_as_string(hide_password=False)
 
     assert text("sqlite+aiosqlite:////srv/bot/bot.db") == "sqlite:////srv/bot/bot.db"
-    assert text("postgresql+asyncpg://u:p@db/bot") == "postgresql://u:p@db/bot"
+    assert text("postgresql+asyncpg://u:p@db/bot") == "postgresql+psycopg://u:p@db/bot"
 
 
-async def test_a_task_runs_with_its_plain_data(make_config: MakeConfig) -> None:
+async def test_a_task_runs_with_its_plain_data(make_store_config: MakeConfig) -> None:
     recorder = Recorder()
-    async with recorder.bot(make_config()) as bot:
+    async with recorder.bot(make_store_config()) as bot:
         job = await scheduler_of(bot).run_at(
             datetime.now(UTC), recorder.note, {"who": "console:alice", "ids": (1, 2)}
         )
@@ -128,13 +130,13 @@ async def test_a_task_runs_with_its_plain_data(make_config: MakeConfig) -> None:
 
 
 async def test_tasks_take_plain_data_and_registered_functions_only(
-    make_config: MakeConfig,
+    make_store_config: MakeConfig,
 ) -> None:
     recorder = Recorder()
 
     async def stray(ctx: JobContext, data: dict[str, Any]) -> None: ...
 
-    async with recorder.bot(make_config()) as bot:
+    async with recorder.bot(make_store_config()) as bot:
         scheduler = scheduler_of(bot)
         later = datetime.now(UTC) + timedelta(hours=1)
         with pytest.raises(TypeError, match="JSON"):
@@ -151,14 +153,14 @@ async def test_tasks_take_plain_data_and_registered_functions_only(
 
 
 async def test_a_task_due_while_the_bot_was_down_runs_once_at_the_next_start(
-    make_config: MakeConfig, tmp_path: Path
+    make_store_config: MakeConfig,
 ) -> None:
-    config = make_config()
+    config = make_store_config()
     recorder = Recorder()
     async with recorder.bot(config) as bot:
         later = datetime.now(UTC) + timedelta(hours=1)
         await scheduler_of(bot).run_at(later, recorder.note, {"n": 1}, job_id="once")
-    assert "recorder:once" in warp(tmp_path / "bot.db", datetime.now(UTC) - timedelta(minutes=5))
+    assert "recorder:once" in warp(config.storage.url, datetime.now(UTC) - timedelta(minutes=5))
 
     async with recorder.bot(config) as bot:
         async with asyncio.timeout(10):
@@ -170,14 +172,14 @@ async def test_a_task_due_while_the_bot_was_down_runs_once_at_the_next_start(
 
 
 async def test_a_task_missed_by_more_than_the_grace_time_is_dropped(
-    make_config: MakeConfig, tmp_path: Path
+    make_store_config: MakeConfig,
 ) -> None:
-    config = make_config()
+    config = make_store_config()
     recorder = Recorder()
     async with recorder.bot(config) as bot:
         later = datetime.now(UTC) + timedelta(hours=1)
         await scheduler_of(bot).run_at(later, recorder.note, {"n": "stale"}, grace_s=60)
-    warp(tmp_path / "bot.db", datetime.now(UTC) - timedelta(minutes=5))
+    warp(config.storage.url, datetime.now(UTC) - timedelta(minutes=5))
 
     async with recorder.bot(config) as bot:
         # A fresh task runs in a pass no earlier than the one that saw the stale one.
@@ -189,33 +191,33 @@ async def test_a_task_missed_by_more_than_the_grace_time_is_dropped(
 
 
 async def test_missed_runs_of_a_recurring_job_run_once_and_it_keeps_its_schedule(
-    make_config: MakeConfig, tmp_path: Path
+    make_store_config: MakeConfig,
 ) -> None:
-    config = make_config()
+    config = make_store_config()
     recorder = Recorder(interval=600)
     async with recorder.bot(config):
         pass
     # Three ten-minute runs fall into the downtime, all within the grace time.
-    assert warp(tmp_path / "bot.db", datetime.now(UTC) - timedelta(minutes=25)) == [
+    assert warp(config.storage.url, datetime.now(UTC) - timedelta(minutes=25)) == [
         "every:recorder.tick"
     ]
     async with recorder.bot(config):
         async with asyncio.timeout(10):
             await recorder.ticked.wait()
     assert recorder.ticks == 1
-    assert stored_ids(tmp_path / "bot.db") == ["every:recorder.tick"]
+    assert stored_ids(config.storage.url) == ["every:recorder.tick"]
 
 
 async def test_a_recurring_job_whose_plugin_is_gone_is_removed(
-    make_config: MakeConfig, tmp_path: Path
+    make_store_config: MakeConfig,
 ) -> None:
-    config = make_config()
+    config = make_store_config()
     async with Recorder().bot(config):
         pass
-    assert stored_ids(tmp_path / "bot.db") == ["every:recorder.tick"]
+    assert stored_ids(config.storage.url) == ["every:recorder.tick"]
     async with Bot(config, model=ScriptedModel(), adapters=[], plugins=PluginHost()):
         pass
-    assert stored_ids(tmp_path / "bot.db") == []
+    assert stored_ids(config.storage.url) == []
 
 
 async def test_jobs_follow_the_database_when_it_moves(
@@ -246,10 +248,10 @@ async def test_two_bots_on_one_database_in_one_process_are_refused(
                 pass
 
 
-async def test_pausing_lets_a_running_job_finish(make_config: MakeConfig) -> None:
+async def test_pausing_lets_a_running_job_finish(make_store_config: MakeConfig) -> None:
     recorder = Recorder()
     recorder.gate = asyncio.Event()
-    async with recorder.bot(make_config()) as bot:
+    async with recorder.bot(make_store_config()) as bot:
         scheduler = scheduler_of(bot)
         await scheduler.run_at(datetime.now(UTC), recorder.note, {})
         async with asyncio.timeout(10):
@@ -264,13 +266,13 @@ async def test_pausing_lets_a_running_job_finish(make_config: MakeConfig) -> Non
 
 
 async def test_the_job_store_waits_for_a_history_write_without_blocking_the_loop(
-    make_config: MakeConfig,
+    make_store_config: MakeConfig,
 ) -> None:
     # The stock AsyncIOScheduler writes from the loop thread: it would wait for this open
     # transaction, which cannot commit while the loop waits, and fail "database is locked".
     recorder = Recorder()
     touch = text("UPDATE alembic_version SET version_num = version_num")
-    async with recorder.bot(make_config()) as bot:
+    async with recorder.bot(make_store_config()) as bot:
         scheduler = scheduler_of(bot)
         later = datetime.now(UTC) + timedelta(hours=1)
         async with bot.store.engine.begin() as conn:

@@ -63,10 +63,16 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
+# The synchronous drivers (APScheduler's job store, `llamabot db` tools), by backend.
+_SYNC_DRIVERS = {"postgresql": "postgresql+psycopg"}
+
+
 def sync_url(url: str | URL) -> URL:
-    """The same database through its synchronous driver (``sqlite+aiosqlite`` -> ``sqlite``)."""
+    """The same database through its synchronous driver (``sqlite+aiosqlite`` -> ``sqlite``,
+    ``postgresql+asyncpg`` -> ``postgresql+psycopg``)."""
     parsed = make_url(url)
-    return parsed.set(drivername=parsed.get_backend_name())
+    backend = parsed.get_backend_name()
+    return parsed.set(drivername=_SYNC_DRIVERS.get(backend, backend))
 
 
 def is_in_memory(url: str | URL) -> bool:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, select
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from llamabot.events import ChannelRef
@@ -104,33 +104,59 @@ _WINDOW_CONSTANTS = dict(_WINDOW.params)  # status = 'ok', OFFSET 0
 _TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
 
 
+# Other databases (PostgreSQL through asyncpg) run the same statements through
+# SQLAlchemy, whose asyncpg dialect prepares each statement once per connection.
+_INSERT_RETURNING = (
+    postgresql.insert(Message)
+    .values({name: bindparam(name) for name in _MESSAGE_COLUMNS})
+    .on_conflict_do_nothing()
+    .returning(Message.id)
+)
+_WINDOW_SELECT = (
+    select(Message.role, Message.content, Message.author_name, Message.tokens)
+    .where(Message.conversation_id == bindparam("cid"), Message.status == "ok")
+    .order_by(Message.id.desc())
+    .limit(bindparam("n"))
+)
+
+
+def is_sqlite(conn: Connection) -> bool:
+    """Whether ``conn`` talks to SQLite (whose hot path runs on the DB-API cursor)."""
+    return conn.dialect.name == "sqlite"
+
+
 def _insert(conn: Connection, conversation_id: int, message: NewMessage) -> int:
     """Store one message; returns its id, or 0 when it was stored before."""
+    now = _now()
+    values: dict[str, Any] = {
+        "conversation_id": conversation_id,
+        "role": message.role,
+        "author_id": message.author_id,
+        "author_name": message.author_name,
+        "content": message.content,
+        "persona": message.persona,
+        "model": message.model,
+        "tokens": message.tokens,
+        "status": message.status,
+        "platform_message_id": message.platform_message_id,
+        "reply_ms": message.reply_ms,
+        "created_at": now,
+    }
+    if not is_sqlite(conn):
+        return int(conn.execute(_INSERT_RETURNING, values).scalar() or 0)
+    values["created_at"] = now.strftime(_TIMESTAMP)
     cursor = conn.connection.cursor()
     try:
-        cursor.execute(
-            _INSERT_SQL,
-            {
-                "conversation_id": conversation_id,
-                "role": message.role,
-                "author_id": message.author_id,
-                "author_name": message.author_name,
-                "content": message.content,
-                "persona": message.persona,
-                "model": message.model,
-                "tokens": message.tokens,
-                "status": message.status,
-                "platform_message_id": message.platform_message_id,
-                "reply_ms": message.reply_ms,
-                "created_at": _now().strftime(_TIMESTAMP),
-            },
-        )
+        cursor.execute(_INSERT_SQL, values)
         return int(cursor.lastrowid or 0) if cursor.rowcount else 0
     finally:
         cursor.close()
 
 
 def _read_window(conn: Connection, conversation_id: int, count: int, tokens: int) -> list[Turn]:
+    if not is_sqlite(conn):
+        rows = conn.execute(_WINDOW_SELECT, {"cid": conversation_id, "n": count}).all()
+        return _fit(rows, tokens)
     cursor = conn.connection.cursor()
     try:
         cursor.execute(_WINDOW_SQL, {**_WINDOW_CONSTANTS, "cid": conversation_id, "n": count})
@@ -163,8 +189,10 @@ class HistoryStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._ids: dict[str, int] = {}
-        # Another connection to an in-memory database would see another database.
-        self._serial = None if is_in_memory(engine.url) else SerialConnection(engine.url)
+        # SQLite: one thread-owned connection. In memory, another connection would see
+        # another database; other databases are served by the async engine's pool.
+        serial = engine.dialect.name == "sqlite" and not is_in_memory(engine.url)
+        self._serial = SerialConnection(engine.url) if serial else None
 
     async def aclose(self) -> None:
         """Close the serial connection (the engine belongs to whoever created it)."""

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, select
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 
 from llamabot.events import Author, ChannelRef, Inbound
-from llamabot.storage.history import HistoryStore
+from llamabot.storage.history import HistoryStore, is_sqlite
 from llamabot.storage.models import InboxEntry
 
 _DIALECT = sqlite.dialect(paramstyle="named")
@@ -35,6 +35,19 @@ _DONE_SQL = str(
     delete(InboxEntry).where(InboxEntry.id == bindparam("id")).compile(dialect=_DIALECT)
 )
 _TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
+# Other databases (PostgreSQL): the same statements through SQLAlchemy.
+_PUT = (
+    postgresql.insert(InboxEntry)
+    .values(
+        conversation_key=bindparam("key"),
+        platform_message_id=bindparam("message_id"),
+        inbound=bindparam("inbound"),
+        received_at=bindparam("received_at"),
+    )
+    .on_conflict_do_nothing()
+    .returning(InboxEntry.id)
+)
+_DONE = delete(InboxEntry).where(InboxEntry.id == bindparam("id"))
 T = TypeVar("T")
 
 
@@ -71,14 +84,18 @@ class Inbox:
 
     async def put(self, inbound: Inbound) -> int | None:
         """Keep a message until it is handled; ``None`` when it is already kept."""
-        params = {
+        now = datetime.now(UTC).replace(tzinfo=None)
+        params: dict[str, Any] = {
             "key": inbound.channel.key,
             "message_id": inbound.message_id,
             "inbound": _as_json(inbound),
-            "received_at": datetime.now(UTC).replace(tzinfo=None).strftime(_TIMESTAMP),
+            "received_at": now.strftime(_TIMESTAMP),
         }
 
         def work(conn: Connection) -> int | None:
+            if not is_sqlite(conn):
+                entry = conn.execute(_PUT, {**params, "received_at": now}).scalar()
+                return int(entry) if entry is not None else None
             cursor = conn.connection.cursor()
             try:
                 cursor.execute(_PUT_SQL, params)
@@ -92,6 +109,9 @@ class Inbox:
         """The message was handled: forget it."""
 
         def work(conn: Connection) -> None:
+            if not is_sqlite(conn):
+                conn.execute(_DONE, {"id": entry_id})
+                return
             cursor = conn.connection.cursor()
             try:
                 cursor.execute(_DONE_SQL, {"id": entry_id})

@@ -58,6 +58,7 @@ class Message(Base):
             "platform_message_id",
             unique=True,
             sqlite_where=text("role = 'user'"),
+            postgresql_where=text("role = 'user'"),
         ),
     )
 

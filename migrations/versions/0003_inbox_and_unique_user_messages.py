@@ -40,6 +40,7 @@ def upgrade() -> None:
         ["conversation_id", "platform_message_id"],
         unique=True,
         sqlite_where=sa.text("role = 'user'"),
+        postgresql_where=sa.text("role = 'user'"),
     )
 
 
