@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,12 +36,13 @@ from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseSchedu
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
 from llamabot.errors import StartupError
 from llamabot.plugin_host import PluginHost
 from llamabot.plugins import Job, JobContext
 from llamabot.storage.engine import create_sync_engine, is_in_memory, sync_url
+from llamabot.storage.locks import LeaderLock
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ Task = Callable[..., Awaitable[None]]
 DEFAULT_GRACE_S = 3600
 # How long stopping waits for running jobs (a reminder being sent) before cancelling them.
 DRAIN_TIMEOUT_S = 10.0
+# How often the leader looks for jobs other processes added and checks its lock, and
+# the others try to take over: a dead leader's jobs run at most this much late.
+LEADER_CHECK_S = 2.0
 RECURRING = "every:"
 _RUN_TASK_REF = f"{__name__}:run_task"
 
@@ -122,6 +127,13 @@ class Scheduler:
         self._executor = _LoopExecutor()
         self._aps: _LoopScheduler | None = None
         self._engine: Engine | None = None
+        # PostgreSQL may serve several bot processes: only the leader runs jobs.
+        self._leader = (
+            LeaderLock(url, f"llamabot-scheduler:{self.key}")
+            if make_url(url).get_backend_name() == "postgresql"
+            else None
+        )
+        self._leading: asyncio.Task[None] | None = None
 
     def _register(self, name: str, task: _Task) -> None:
         if name in self._tasks:
@@ -194,15 +206,45 @@ class Scheduler:
         return IntervalTrigger(seconds=job.interval, timezone=self.timezone)
 
     def resume(self) -> None:
-        """Let due jobs run; a run missed while the bot was down runs now, once."""
-        if self._aps is not None and self._aps.state != STATE_STOPPED:
+        """Let due jobs run; a run missed while the bot was down runs now, once.
+
+        With several processes on one PostgreSQL database, jobs run in the leader only;
+        the others wait to take over (within ``LEADER_CHECK_S`` of the leader's end).
+        """
+        if self._aps is None or self._aps.state == STATE_STOPPED:
+            return
+        if self._leader is None:
             self._aps.resume()
+        elif self._leading is None:
+            self._leading = asyncio.create_task(self._lead(), name="scheduler-leader")
+
+    async def _lead(self) -> None:
+        aps = self._aps
+        assert aps is not None and self._leader is not None
+        running = False
+        while True:
+            held = await self._leader.hold()
+            if held and not running:
+                log.info("this process runs the scheduled jobs (the leader)")
+                aps.resume()
+            elif not held and running:
+                log.warning("lost the scheduler's leadership (database connection); pausing jobs")
+                aps.pause()
+            elif held:
+                aps.wakeup()  # jobs other processes added since the last look
+            running = held
+            await asyncio.sleep(LEADER_CHECK_S)
 
     async def pause(self) -> None:
         """Start no more jobs, and give the running ones a while to finish."""
         aps = self._aps
         if aps is None or aps.state == STATE_STOPPED:
             return
+        if self._leading is not None:
+            self._leading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leading
+            self._leading = None
         aps.pause()
         await self._in_io(lambda: None)  # a job-store pass under way finishes first
         await self._executor.drain(DRAIN_TIMEOUT_S)
@@ -215,6 +257,8 @@ class Scheduler:
             await self._in_io(aps.shutdown_off_loop)
         if aps is not None:
             aps.stop_timer()
+        if self._leader is not None:
+            await self._leader.release()  # another process takes over at once
         if self._engine is not None:
             self._engine.dispose()  # also when the start failed before the store owned it
         if _running.get(self.key) is self:

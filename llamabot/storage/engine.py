@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import URL, Connection, Engine, event, inspect, make_url, text
 from sqlalchemy import create_engine as sa_create_engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from llamabot.errors import StartupError
@@ -55,9 +55,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _driver_missing(url: str | URL, exc: ModuleNotFoundError) -> StartupError:
+    backend = make_url(url).get_backend_name()
+    extra = " (pip install 'llamabot[postgres]')" if backend == "postgresql" else ""
+    return StartupError(
+        f"[storage] url needs the Python package {exc.name!r}, which is not installed{extra}"
+    )
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and foreign keys."""
-    engine = create_async_engine(url)
+    try:
+        engine = create_async_engine(url)
+    except ModuleNotFoundError as exc:
+        raise _driver_missing(url, exc) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
@@ -83,7 +94,10 @@ def is_in_memory(url: str | URL) -> bool:
 
 def create_sync_engine(url: str | URL) -> Engine:
     """A synchronous engine on the same database, with the same SQLite settings."""
-    engine = sa_create_engine(sync_url(url))
+    try:
+        engine = sa_create_engine(sync_url(url))
+    except ModuleNotFoundError as exc:
+        raise _driver_missing(url, exc) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -122,7 +136,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     _check_folder(engine)
     try:
         await _upgrade_to(engine, revision)
-    except (OperationalError, OSError) as exc:
+    except (DBAPIError, OSError) as exc:
         log.debug("opening the database failed", exc_info=True)
         raise storage_error(engine.url.render_as_string(), exc) from None
 
@@ -154,7 +168,7 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     try:
         async with engine.connect() as connection:
             return await connection.run_sync(_current)
-    except (OperationalError, OSError) as exc:
+    except (DBAPIError, OSError) as exc:
         log.debug("opening the database failed", exc_info=True)
         raise storage_error(engine.url.render_as_string(), exc) from None
 

@@ -1,5 +1,8 @@
 """Locks between bot processes that share a database.
 
+PostgreSQL serves several processes; one of them is the leader that runs the scheduled
+jobs (:class:`LeaderLock`).
+
 SQLite is one process's database: a second ``llamabot run`` (or ``chat``) on the same
 file would fire every reminder twice, so it is refused. The lock is an advisory
 ``flock`` on a file beside the database: the kernel drops it when the process dies,
@@ -9,8 +12,10 @@ even by ``kill -9``, so a crash never leaves the database locked.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -64,3 +69,45 @@ def claim_sqlite(url: str) -> ProcessLock | None:
     os.ftruncate(handle, 0)
     os.pwrite(handle, str(os.getpid()).encode(), 0)
     return ProcessLock(path, handle)
+
+
+class LeaderLock:
+    """Leadership among processes sharing one PostgreSQL database: an advisory lock.
+
+    The lock lives as long as its connection: when the leader dies (even by ``kill -9``)
+    PostgreSQL drops it, and the next ``hold`` of another process takes it.
+    """
+
+    def __init__(self, url: str, name: str) -> None:
+        parsed = make_url(url)
+        self._dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        digest = hashlib.sha256(name.encode()).digest()
+        self._key = int.from_bytes(digest[:8], "big", signed=True)
+        self._conn: Any = None
+        self.held = False
+
+    async def hold(self) -> bool:
+        """Take the lock if free, or check that this process still has it."""
+        import asyncpg
+
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self.held = False
+                self._conn = await asyncpg.connect(self._dsn, timeout=5)
+            if self.held:
+                await self._conn.fetchval("SELECT 1")  # the connection, hence the lock, lives
+            else:
+                self.held = bool(
+                    await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key)
+                )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            self.held = False
+            await self.release()
+        return self.held
+
+    async def release(self) -> None:
+        """Give the lock up (by closing its connection)."""
+        conn, self._conn = self._conn, None
+        self.held = False
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
