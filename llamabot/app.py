@@ -21,6 +21,7 @@ from llamabot.conversation import Conversation
 from llamabot.events import Inbound
 from llamabot.llm.base import ChatModel
 from llamabot.loop_lag import LoopWatchdog
+from llamabot.metrics import Metrics
 from llamabot.plugin_host import PluginHost
 from llamabot.plugins import CommandContext, JobContext
 from llamabot.reload import ConfigWatcher
@@ -70,6 +71,7 @@ class Bot:
         self._router: Router | None = None
         self.scheduler: Scheduler | None = None
         self.stopped = asyncio.Event()
+        self.metrics = Metrics(config.metrics.listen)
 
     # -- what the parts share -------------------------------------------------------
 
@@ -228,14 +230,19 @@ class Bot:
             model=self._model,
             store=self._store,
             limiter=asyncio.Semaphore(config.llm.max_concurrency),
+            metrics=self.metrics,
         )
         self._router = Router(
             config=lambda: self._config,
             conversation=conversation,
             plugins=self._plugins,
             context=self._command_context,
+            metrics=self.metrics,
         )
         self._stack.push_async_callback(self._router.close)
+        self.metrics.watch_queues(self._router.queued, self._router.deepest)
+        await self.metrics.start()
+        self._stack.push_async_callback(self.metrics.stop)
 
         if self._adapters_from_config:
             from llamabot.adapters.registry import adapters_for
@@ -333,6 +340,7 @@ class Bot:
             timezone=self._config.bot.timezone,
             plugins=self.plugins,
             context=self._job_context,
+            metrics=self.metrics,
         )
         await scheduler.start()
         self._stack.push_async_callback(scheduler.aclose)

@@ -230,8 +230,27 @@ class DiscordSection(Section):
     allow_dms: bool = True
     ignore_bots: bool = True
     edit_interval: float = Field(default=1.0, gt=0)
+    # "is typing" only when the model has not started answering after this long.
+    typing_after_s: float = Field(default=0.5, ge=0)
     # How long a reply that cannot reach Discord is retried before it is given up.
     delivery_retry_s: float = Field(default=60.0, ge=0)
+    # Sharding: this process runs shards `shard_ids` of `shard_count` (all when unset);
+    # Discord routes a guild's events to shard (guild_id >> 22) % shard_count, DMs to 0.
+    shard_count: int | None = Field(default=None, ge=1)
+    shard_ids: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> DiscordSection:
+        if self.shard_ids is not None:
+            if self.shard_count is None:
+                raise ValueError("[discord] shard_ids needs shard_count (how many in all)")
+            wrong = [n for n in self.shard_ids if not 0 <= n < self.shard_count]
+            if wrong or not self.shard_ids or len(set(self.shard_ids)) != len(self.shard_ids):
+                raise ValueError(
+                    f"[discord] shard_ids must be distinct numbers from 0 to "
+                    f"{self.shard_count - 1} (shard_count = {self.shard_count})"
+                )
+        return self
 
 
 class TelegramSection(Section):
@@ -245,11 +264,18 @@ class TelegramSection(Section):
     secret_token_env: str = "TELEGRAM_WEBHOOK_SECRET"
     allowed_users: list[Id] = Field(default_factory=list)
     edit_interval: float = Field(default=1.0, gt=0)
+    # "typing…" only when the model has not started answering after this long.
+    typing_after_s: float = Field(default=0.5, ge=0)
     # How long a reply that cannot reach Telegram is retried before it is given up.
     delivery_retry_s: float = Field(default=60.0, ge=0)
     # Messages and edits sent per second at most, all chats together (Telegram allows
     # about 30); 0 sends without waiting (a Bot API server without limits).
     max_messages_per_s: float = Field(default=30.0, ge=0)
+
+
+class MetricsSection(Section):
+    # host:port for Prometheus to scrape /metrics; "" serves none.
+    listen: str = ""
 
 
 class PluginsSection(BaseModel):
@@ -316,6 +342,7 @@ class Config(Section):
     plugins: PluginsSection = Field(default_factory=PluginsSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
     access: AccessSection = Field(default_factory=AccessSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
 
     @model_validator(mode="after")
     def _personas_exist(self) -> Config:

@@ -13,6 +13,7 @@ from llamabot.config import Config, Resolved
 from llamabot.events import Inbound
 from llamabot.llm.base import ChatModel
 from llamabot.llm.errors import ModelError, ReplyCut
+from llamabot.metrics import Metrics
 from llamabot.storage.history import HistoryStore, NewMessage
 from llamabot.streaming import RESTART_NOTICE, STOPPED_NOTICE, ReplyStream, send_text
 from llamabot.window import build_window, speaker_line
@@ -61,11 +62,13 @@ class Conversation:
         model: ChatModel,
         store: HistoryStore,
         limiter: asyncio.Semaphore,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
         self._model = model
         self._store = store
         self._limiter = limiter
+        self._metrics = metrics or Metrics("")
 
     async def respond(self, inbound: Inbound, adapter: Adapter, resolved: Resolved) -> str | None:
         """Stream an answer to ``inbound`` into its channel; returns the stored reply text."""
@@ -107,12 +110,17 @@ class Conversation:
         reply = ReplyStream(adapter, channel, inbound.message_id)
         reply.start()
         started = time.monotonic()
+        asked: float | None = None  # when the model had a free slot and was asked
+        first: float | None = None
         status, notice = "ok", ""
         try:
             async with self._limiter:
+                asked = time.monotonic()
                 stream = self._model.stream_chat(persona.model, messages, persona.options())
                 async with contextlib.aclosing(stream):  # type: ignore[type-var]
                     async for delta in stream:
+                        if first is None:
+                            first = time.monotonic()
                         reply.feed(delta)
         except ModelError as exc:
             level = logging.INFO if isinstance(exc, ReplyCut) else logging.WARNING
@@ -131,9 +139,23 @@ class Conversation:
         await reply.finish(notice)
         if reply.delivery_failed is not None and status == "ok":
             status = "undelivered"
-        elapsed_ms = int((time.monotonic() - started) * 1000)
+        done = time.monotonic()
+        elapsed_ms = int((done - started) * 1000)
         first_id = reply.messages[0].message_id if reply.messages else None
-        await self._store_reply(conversation_id, resolved, answer, status, first_id, elapsed_ms)
+        tokens = await self._store_reply(
+            conversation_id, resolved, answer, status, first_id, elapsed_ms
+        )
+        if self._metrics.enabled and asked is not None:
+            self._metrics.replied(
+                channel.platform,
+                self._model.name,
+                status,
+                sends=len(reply.messages),
+                edits=reply.edits,
+                first_token_s=None if first is None else first - asked,
+                total_s=done - asked,
+                tokens=tokens,
+            )
         return answer if status == "ok" else None
 
     async def _store_reply(
@@ -144,15 +166,17 @@ class Conversation:
         status: str,
         message_id: str | None,
         reply_ms: int,
-    ) -> None:
+    ) -> int:
+        """Store the reply; returns its length in tokens."""
         if not text.strip() and status != "ok":
-            return  # nothing was said; the person's message alone records the attempt
+            return 0  # nothing was said; the person's message alone records the attempt
+        tokens = self._model.count_tokens(text)
         await self._store.append(
             conversation_id,
             NewMessage(
                 role="assistant",
                 content=text,
-                tokens=self._model.count_tokens(text),
+                tokens=tokens,
                 persona=resolved.name,
                 model=self._model.served_model(resolved.persona.model),
                 status=status,
@@ -160,6 +184,7 @@ class Conversation:
                 reply_ms=reply_ms,
             ),
         )
+        return tokens
 
     async def _token_budget(self, resolved: Resolved, config: Config) -> int:
         """History tokens: ``[history] max_tokens``, and what the model's context leaves."""

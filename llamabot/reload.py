@@ -19,7 +19,7 @@ from llamabot.config import Binding, Config, ConfigError, parse_config
 log = logging.getLogger(__name__)
 
 # What a running bot keeps until restart: connections, the database, the loaded backend.
-RESTART_ONLY = ("discord", "telegram", "storage")
+RESTART_ONLY = ("discord", "telegram", "storage", "metrics")
 RESTART_ONLY_LLM = ("backend", "max_concurrency", "ollama", "embedded", "openai")
 RESTART_ONLY_PLUGINS = ("dirs", "enabled", "disabled")
 
@@ -68,10 +68,12 @@ def compare(old: Config, new: Config) -> ConfigChanges:
                 f"persona {was.persona!r} -> {now.persona!r}"
                 if was.persona != now.persona
                 else f"respond {was.respond} -> {now.respond}"
+                if was.respond != now.respond
+                else "its limits or access rules"
             )
             changes.applied.append(f"binding {key} moved: {detail}")
 
-    for section in ("bot", "history"):
+    for section in ("bot", "history", "limits", "access"):
         for name in _fields_changed(getattr(old, section), getattr(new, section)):
             changes.applied.append(f"[{section}] {name} changed")
     for name in _fields_changed(old.llm, new.llm, ["first_token_timeout", "idle_timeout"]):

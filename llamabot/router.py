@@ -21,6 +21,7 @@ from llamabot.config import Config, LimitsSection, Resolved
 from llamabot.conversation import Conversation
 from llamabot.events import Inbound
 from llamabot.flood import FloodControl, OncePer
+from llamabot.metrics import Metrics
 from llamabot.plugin_host import PluginHost, PluginTimeout, guarded
 from llamabot.plugins import Command, CommandContext, UsageError
 from llamabot.streaming import STOPPED_NOTICE, send_text
@@ -105,11 +106,13 @@ class Router:
         conversation: Conversation,
         plugins: PluginHost,
         context: ContextFactory,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
         self._conversation = conversation
         self._plugins = plugins
         self._context = context
+        self._metrics = metrics or Metrics("")
         self._lanes: dict[str, _Lane] = {}
         # Per person, the conversations where they have messages waiting.
         self._people: dict[str, set[str]] = {}
@@ -137,6 +140,7 @@ class Router:
         person = inbound.author.qualified_id(inbound.channel.platform)
         key = inbound.channel.key
         lane = self._lanes.get(key)
+        self._metrics.received(inbound.channel.platform)
         verdict = self._screen(inbound, person, lane)
         if verdict is not None:
             if verdict:
@@ -170,6 +174,7 @@ class Router:
                 return ""  # perhaps another bot's command
         reason = refusal(config, resolved.access, inbound)
         if reason is not None:
+            self._metrics.skipped(inbound.channel.platform, "access")
             return reason if self._refusals.due(person, reason) else ""
         platform = inbound.channel.platform
         if platform == "console" or config.is_admin(platform, inbound.author.id):
@@ -205,12 +210,21 @@ class Router:
         else:
             return None
         log.info("flood control skipped a message of %s in %s", person, key)
+        self._metrics.skipped(inbound.channel.platform, "flood")
         return notice if self._flood_notices.due(person, key) else ""
 
     def _post_notice(self, inbound: Inbound, adapter: Adapter, text: str) -> None:
         task = asyncio.create_task(self._notice(inbound, adapter, text))
         self._notices.add(task)
         task.add_done_callback(self._notices.discard)
+
+    def queued(self) -> int:
+        """Messages waiting in every conversation (not counting those being answered)."""
+        return sum(lane.size for lane in self._lanes.values())
+
+    def deepest(self) -> int:
+        """Messages waiting in the busiest conversation."""
+        return max((lane.size for lane in self._lanes.values()), default=0)
 
     def interrupt(self, key: str) -> bool:
         """Stop the message being handled in conversation ``key`` (Ctrl-C in the terminal).

@@ -39,6 +39,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, make_url
 
 from llamabot.errors import StartupError
+from llamabot.metrics import Metrics
 from llamabot.plugin_host import PluginHost
 from llamabot.plugins import Job, JobContext
 from llamabot.storage.engine import create_sync_engine, is_in_memory, sync_url
@@ -102,6 +103,7 @@ class Scheduler:
         plugins: PluginHost,
         context: Callable[[str], JobContext],
         grace_s: int = DEFAULT_GRACE_S,
+        metrics: Metrics | None = None,
     ) -> None:
         try:
             self.timezone = ZoneInfo(timezone)
@@ -117,6 +119,7 @@ class Scheduler:
             self.key = secrets.token_hex(8)  # each in-memory database is a database of its own
         self._context = context
         self._grace_s = grace_s
+        self._metrics = metrics or Metrics("")
         self._tasks: dict[str, _Task] = {}
         for plugin in plugins.plugins():
             for func in plugin.tasks:
@@ -384,6 +387,9 @@ class Scheduler:
                 await task.func(context, data)
         except Exception:
             log.exception("scheduled %s failed", name)
+            self._metrics.job_ran(ok=False)
+        else:
+            self._metrics.job_ran(ok=True)
 
     def _task_name(self, task: Task) -> str:
         for name, known in self._tasks.items():

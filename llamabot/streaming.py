@@ -157,6 +157,7 @@ class ReplyStream:
         self._pump_task: asyncio.Task[None] | None = None
         self._typing_task: asyncio.Task[None] | None = None
         self.messages: list[SentMessage] = []
+        self.edits = 0  # edit requests made (for the metrics)
         self.delivery_failed: str | None = None
 
     @property
@@ -219,7 +220,10 @@ class ReplyStream:
 
     async def _keep_typing(self) -> None:
         interval = self._limits.typing_interval_s or 5.0
-        while self._live is None and not self.messages and not self._finished:
+        if self._limits.typing_after_s > 0:
+            await asyncio.sleep(self._limits.typing_after_s)
+        # Once text came, the first message is on its way: no indicator for it.
+        while self._live is None and not self.messages and not self._finished and not self._text:
             try:
                 await self._adapter.typing(self._to)
             except Exception as exc:  # a typing indicator is never worth failing a reply
@@ -319,6 +323,7 @@ class ReplyStream:
     async def _edit_live(self, text: str) -> bool:
         assert self._live is not None
         try:
+            self.edits += 1
             await self._adapter.edit(self._live, text)
         except DeliveryError as exc:
             # The message keeps what it showed; the rest continues in a new message.

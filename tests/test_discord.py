@@ -341,9 +341,26 @@ async def test_edits_of_a_message_are_never_faster_than_edit_interval(
     assert len(times) >= 4, "the reply should have been edited several times"
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= EDIT_INTERVAL - 0.001, gaps
-    typing = world.fake.requests_to("POST", rf"/channels/{channel}/typing")
-    assert typing and typing[0].at < times[0]  # "is typing" shown until the first text
     assert_no_pings(world.fake)
+
+
+async def test_typing_shows_only_while_a_slow_model_has_not_started(
+    world: World, make_config: MakeConfig, tmp_path: Path
+) -> None:
+    gate = asyncio.Event()
+    model = ScriptedModel(gate=gate)
+    channel = world.general.id
+    typing = rf"/channels/{channel}/typing"
+    async with running(world, make_config, model, tmp_path):
+        await world.fake.send_message(channel, f"{world.bot.mention} slow", author=world.alice)
+        await world.fake.wait_for(lambda: bool(world.fake.requests_to("POST", typing)))
+        gate.set()
+        await world.fake.wait_for(lambda: len(world.fake.bot_messages(channel)) == 1)
+        shown_typing = len(world.fake.requests_to("POST", typing))
+        await world.fake.send_message(channel, f"{world.bot.mention} quick", author=world.alice)
+        await world.fake.wait_for(lambda: len(world.fake.bot_messages(channel)) == 2)
+    # The quick reply went out in one request: no "is typing" before it.
+    assert len(world.fake.requests_to("POST", typing)) == shown_typing == 1
 
 
 async def test_rate_limited_send_is_retried_and_the_reply_is_complete(

@@ -266,13 +266,14 @@ async def test_pausing_lets_a_running_job_finish(make_store_config: MakeConfig) 
 
 
 async def test_the_job_store_waits_for_a_history_write_without_blocking_the_loop(
-    make_store_config: MakeConfig,
+    make_config: MakeConfig,
 ) -> None:
     # The stock AsyncIOScheduler writes from the loop thread: it would wait for this open
     # transaction, which cannot commit while the loop waits, and fail "database is locked".
+    # (SQLite's database-wide write lock; PostgreSQL locks rows, so there is no wait.)
     recorder = Recorder()
     touch = text("UPDATE alembic_version SET version_num = version_num")
-    async with recorder.bot(make_store_config()) as bot:
+    async with recorder.bot(make_config()) as bot:
         scheduler = scheduler_of(bot)
         later = datetime.now(UTC) + timedelta(hours=1)
         async with bot.store.engine.begin() as conn:

@@ -16,13 +16,17 @@ class PlatformLimits:
 
     ``max_chars`` is the longest message; ``edit_interval_s`` the shortest time between
     two edits of one message; ``typing_interval_s`` how often the typing indicator must
-    be renewed while waiting for the first token (``None``: no indicator).
+    be renewed while waiting for the first token (``None``: no indicator), and
+    ``typing_after_s`` how long to wait for it before showing the indicator at all.
     """
 
     max_chars: int
     edit_interval_s: float
     supports_edit: bool = True
     typing_interval_s: float | None = None
+    # The indicator starts only when no text came this long after the message: a quick
+    # reply costs one request, not two.
+    typing_after_s: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)

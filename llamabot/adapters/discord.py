@@ -10,7 +10,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import discord
@@ -55,24 +55,26 @@ class MessageContentIntentError(DiscordStartError):
     """The bot's application lacks the privileged Message Content intent."""
 
 
+def _client_options(proxy: str | None, guild_ready_timeout: float) -> dict[str, Any]:
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = True
+    return {
+        "intents": intents,
+        "proxy": proxy,
+        "guild_ready_timeout": guild_ready_timeout,
+        "max_messages": None,  # replies are edited by id; no message cache needed
+        "chunk_guilds_at_startup": False,
+    }
+
+
 class _Client(discord.Client):
     """discord.Client that hands events to the adapter."""
 
-    def __init__(
-        self, adapter: DiscordAdapter, *, proxy: str | None, guild_ready_timeout: float
-    ) -> None:
-        intents = discord.Intents.none()
-        intents.guilds = True
-        intents.guild_messages = True
-        intents.dm_messages = True
-        intents.message_content = True
-        super().__init__(
-            intents=intents,
-            proxy=proxy,
-            guild_ready_timeout=guild_ready_timeout,
-            max_messages=None,  # replies are edited by id; no message cache needed
-            chunk_guilds_at_startup=False,
-        )
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        super().__init__(**options)
         self._adapter = adapter
         self.connected = asyncio.Event()
 
@@ -83,6 +85,16 @@ class _Client(discord.Client):
         # discord.py starts one task per event in arrival order; the inbox takes them in
         # that order (one writer thread), so they reach the router in the order sent.
         await self._adapter.receive(message)
+
+
+class _ShardedClient(discord.AutoShardedClient, _Client):
+    """The same, running some shards of a bot split over processes ([discord] shard_ids)."""
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        # discord.py waits 5 s before each identify after the first; Discord allows
+        # max_concurrency identifies per 5 s, which discord.py's own gateway limiter keeps.
+        if not initial:
+            await super().before_identify_hook(shard_id, initial=initial)
 
 
 class DiscordAdapter:
@@ -115,6 +127,7 @@ class DiscordAdapter:
             edit_interval_s=section.edit_interval,
             supports_edit=True,
             typing_interval_s=TYPING_INTERVAL_S,
+            typing_after_s=section.typing_after_s,
         )
         self._bot: BotHandle | None = None
         self._client: _Client | None = None
@@ -133,11 +146,13 @@ class DiscordAdapter:
         discord.http.Route.BASE = section.api_base.rstrip("/")
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(section.gateway_url)
         self._bot = bot
-        client = _Client(
-            self,
-            proxy=section.proxy or None,
-            guild_ready_timeout=self._guild_ready_timeout,
-        )
+        options = _client_options(section.proxy or None, self._guild_ready_timeout)
+        client: _Client
+        if section.shard_count is None:
+            client = _Client(self, **options)
+        else:
+            options.update(shard_count=section.shard_count, shard_ids=section.shard_ids)
+            client = _ShardedClient(self, **options)
         self._client = client
         try:
             await self._connect(client)

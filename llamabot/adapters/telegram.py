@@ -139,6 +139,7 @@ class TelegramAdapter:
             edit_interval_s=section.edit_interval,
             supports_edit=True,
             typing_interval_s=TYPING_INTERVAL_S,
+            typing_after_s=section.typing_after_s,
         )
         self._app: AnyApplication | None = None
         self._handle: BotHandle | None = None

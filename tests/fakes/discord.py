@@ -253,6 +253,7 @@ class _Session:
     events: list[Json] = field(default_factory=list)
     connection: _Connection | None = None
     invalid: bool = False
+    shard: tuple[int, int] = (0, 1)  # (shard id, shard count) from IDENTIFY
 
 
 class FakeDiscord:
@@ -296,6 +297,10 @@ class FakeDiscord:
         self._edit_failures: list[_Failure] = []
         self._sessions: dict[str, _Session] = {}
         self._session: _Session | None = None
+        # Sharded clients: the live session of each shard id; events go to the shard of
+        # their guild ((guild_id >> 22) % shard_count), DMs to shard 0, as Discord routes.
+        self._shards: dict[int, _Session] = {}
+        self.shard_count = 1
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -531,10 +536,24 @@ class FakeDiscord:
         async with self._changed:
             self._changed.notify_all()
 
+    def shard_of(self, guild_id: str | None) -> int:
+        """The shard a guild's events go to (DMs: shard 0)."""
+        return 0 if guild_id is None else (int(guild_id) >> 22) % self.shard_count
+
+    def _session_for(self, event: str, data: Json) -> _Session | None:
+        if not self._shards:
+            return self._session
+        guild_id = data.get("id") if event == "GUILD_CREATE" else data.get("guild_id")
+        return self._shards.get(self.shard_of(guild_id))
+
     async def _dispatch(self, event: str, data: Json) -> None:
-        session = self._session
+        session = self._session_for(event, data)
         if session is None:
             return  # not connected yet: READY and GUILD_CREATE will carry the world
+        await self._send_to(session, event, data)
+
+    async def _send_to(self, session: _Session, event: str, data: Json) -> None:
+        """An event for one session (its READY and its own guilds)."""
         session.seq += 1
         frame = {"op": OP_DISPATCH, "t": event, "s": session.seq, "d": data}
         session.events.append(frame)
@@ -599,16 +618,29 @@ class FakeDiscord:
             )
             return
         self.identifies += 1
-        if self._session is not None:
-            self._session.invalid = True
-        session = _Session(id=self._snowflake(), intents=intents, connection=connection)
+        shard_id, shard_count = (int(n) for n in (data.get("shard") or (0, 1)))
+        sharded = shard_count > 1
+        previous = self._shards.get(shard_id) if sharded else self._session
+        if previous is not None:
+            previous.invalid = True
+        session = _Session(
+            id=self._snowflake(),
+            intents=intents,
+            connection=connection,
+            shard=(shard_id, shard_count),
+        )
         self._sessions[session.id] = session
         self._session = session
+        if sharded:
+            self.shard_count = shard_count
+            self._shards[shard_id] = session
         connection.session = session
+        mine = [g for g in self.guilds.values() if not sharded or self.shard_of(g.id) == shard_id]
         ready = {
             "v": 10,
             "user": {**self.bot_user.payload(), "verified": True, "mfa_enabled": False, "flags": 0},
-            "guilds": [{"id": g.id, "unavailable": True} for g in self.guilds.values()],
+            "guilds": [{"id": g.id, "unavailable": True} for g in mine],
+            "shard": [shard_id, shard_count],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": f"ws://127.0.0.1:{self.port}/resume",
@@ -616,9 +648,9 @@ class FakeDiscord:
             "private_channels": [],
             "relationships": [],
         }
-        await self._dispatch("READY", ready)
-        for guild in self.guilds.values():
-            await self._dispatch("GUILD_CREATE", self._guild_payload(guild))
+        await self._send_to(session, "READY", ready)
+        for guild in mine:
+            await self._send_to(session, "GUILD_CREATE", self._guild_payload(guild))
 
     async def _resume(self, connection: _Connection, data: Json) -> None:
         session = self._sessions.get(str(data.get("session_id")))
@@ -815,7 +847,7 @@ class FakeDiscord:
         return _json(
             {
                 "url": self.gateway_url.rstrip("/"),
-                "shards": 1,
+                "shards": self.shard_count,
                 "session_start_limit": {
                     "total": 1000,
                     "remaining": 999,

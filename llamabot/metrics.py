@@ -1,0 +1,169 @@
+"""Prometheus metrics (``[metrics] listen``): what the bot receives, answers and waits for.
+
+Each Bot has its own registry (two bots in one process never collide) and serves it
+from a small aiohttp server on the bot's own event loop. When ``listen`` is empty the
+instruments are never made and every method returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from llamabot.errors import StartupError
+
+log = logging.getLogger(__name__)
+
+# Seconds: first token and whole replies, from instant models to slow CPUs.
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+_RATE_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 500)
+
+
+class Metrics:
+    """The bot's instruments. ``Metrics("")`` is off: nothing is counted or served."""
+
+    def __init__(self, listen: str) -> None:
+        self.listen = listen
+        self.enabled = bool(listen)
+        self._runner: web.AppRunner | None = None
+        if not self.enabled:
+            return
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._received = Counter(
+            "llamabot_messages_received", "Messages from people", ["platform"], registry=r
+        )
+        self._skipped = Counter(
+            "llamabot_messages_skipped",
+            "Messages refused by [access] or skipped by [limits]",
+            ["platform", "reason"],
+            registry=r,
+        )
+        self._sent = Counter(
+            "llamabot_platform_requests",
+            "Messages sent and edited for replies",
+            ["platform", "kind"],
+            registry=r,
+        )
+        self._replies = Counter(
+            "llamabot_replies", "Replies by stored status", ["platform", "status"], registry=r
+        )
+        self._first_token = Histogram(
+            "llamabot_model_first_token_seconds",
+            "From asking the model to its first text",
+            ["backend"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._total = Histogram(
+            "llamabot_model_reply_seconds",
+            "From asking the model to its last text",
+            ["backend"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._rate = Histogram(
+            "llamabot_model_tokens_per_second",
+            "Tokens per second of each reply, after the first token",
+            ["backend"],
+            buckets=_RATE_BUCKETS,
+            registry=r,
+        )
+        self._jobs = Counter(
+            "llamabot_scheduled_runs", "Scheduled jobs and tasks run", ["outcome"], registry=r
+        )
+        self._queued = Gauge(
+            "llamabot_queued_messages", "Messages waiting in every conversation", registry=r
+        )
+        self._deepest = Gauge(
+            "llamabot_deepest_queue", "Messages waiting in the busiest conversation", registry=r
+        )
+
+    # -- what the parts report -------------------------------------------------------
+
+    def received(self, platform: str) -> None:
+        if self.enabled:
+            self._received.labels(platform).inc()
+
+    def skipped(self, platform: str, reason: str) -> None:
+        if self.enabled:
+            self._skipped.labels(platform, reason).inc()
+
+    def replied(
+        self,
+        platform: str,
+        backend: str,
+        status: str,
+        *,
+        sends: int,
+        edits: int,
+        first_token_s: float | None,
+        total_s: float,
+        tokens: int,
+    ) -> None:
+        """One reply: its status, the requests it took, and the model's timings."""
+        if not self.enabled:
+            return
+        self._replies.labels(platform, status).inc()
+        self._sent.labels(platform, "send").inc(sends)
+        self._sent.labels(platform, "edit").inc(edits)
+        if first_token_s is None:
+            return
+        self._first_token.labels(backend).observe(first_token_s)
+        self._total.labels(backend).observe(total_s)
+        generating = total_s - first_token_s
+        if tokens > 1 and generating > 0:
+            self._rate.labels(backend).observe((tokens - 1) / generating)
+
+    def job_ran(self, ok: bool) -> None:
+        if self.enabled:
+            self._jobs.labels("ok" if ok else "failed").inc()
+
+    def watch_queues(self, queued: Callable[[], int], deepest: Callable[[], int]) -> None:
+        """Queue depths are read when scraped: nothing to do per message."""
+        if self.enabled:
+            self._queued.set_function(lambda: float(queued()))
+            self._deepest.set_function(lambda: float(deepest()))
+
+    # -- serving ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Serve ``/metrics`` on ``listen`` (``host:port``); a taken port stops the start."""
+        if not self.enabled:
+            return
+        host, _, port_text = self.listen.rpartition(":")
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise StartupError(
+                f"[metrics] listen = {self.listen!r} is not host:port, e.g. 127.0.0.1:9464"
+            ) from None
+        app = web.Application()
+        app.router.add_get("/metrics", self._serve)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host or "127.0.0.1", port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(
+                f"[metrics] cannot listen on {self.listen} ({exc.strerror or exc}); another "
+                "program uses the port: choose another in [metrics] listen, or stop it"
+            ) from None
+        self._runner = runner
+        log.info("metrics at http://%s/metrics", self.listen)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _serve(self, request: web.Request) -> web.Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
