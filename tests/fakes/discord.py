@@ -536,6 +536,11 @@ class FakeDiscord:
         async with self._changed:
             self._changed.notify_all()
 
+    @property
+    def shards_connected(self) -> set[int]:
+        """The shard ids with a live gateway connection."""
+        return {n for n, session in self._shards.items() if session.connection is not None}
+
     def shard_of(self, guild_id: str | None) -> int:
         """The shard a guild's events go to (DMs: shard 0)."""
         return 0 if guild_id is None else (int(guild_id) >> 22) % self.shard_count
