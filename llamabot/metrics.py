@@ -73,6 +73,19 @@ class Metrics:
             buckets=_RATE_BUCKETS,
             registry=r,
         )
+        self._waits = Histogram(
+            "llamabot_rate_limit_wait_seconds",
+            "Time a send or edit waited for the platform's rate limits",
+            ["platform"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
+        )
+        self._reconnects = Counter(
+            "llamabot_reconnects",
+            "Platform connections lost and made again",
+            ["platform"],
+            registry=r,
+        )
         self._jobs = Counter(
             "llamabot_scheduled_runs", "Scheduled jobs and tasks run", ["outcome"], registry=r
         )
@@ -119,6 +132,15 @@ class Metrics:
         if tokens > 1 and generating > 0:
             self._rate.labels(backend).observe((tokens - 1) / generating)
 
+    def waited(self, platform: str, seconds: float) -> None:
+        """A request held back by the platform's rate limits (waits over 1 ms)."""
+        if self.enabled and seconds > 0.001:
+            self._waits.labels(platform).observe(seconds)
+
+    def reconnected(self, platform: str) -> None:
+        if self.enabled:
+            self._reconnects.labels(platform).inc()
+
     def job_ran(self, ok: bool) -> None:
         if self.enabled:
             self._jobs.labels("ok" if ok else "failed").inc()
@@ -128,6 +150,12 @@ class Metrics:
         if self.enabled:
             self._queued.set_function(lambda: float(queued()))
             self._deepest.set_function(lambda: float(deepest()))
+
+    def sample(self, name: str, **labels: str) -> float:
+        """One sample's value now (0 when never counted): for tests and ``doctor``."""
+        if not self.enabled:
+            return 0.0
+        return self.registry.get_sample_value(name, labels) or 0.0
 
     # -- serving ---------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -542,14 +543,20 @@ async def test_reconnect_request_resumes_the_session(
 ) -> None:
     model = ScriptedModel()
     channel = world.random.id
-    async with running(world, make_config, model, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics = f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+    async with running(world, make_config, model, tmp_path, bindings=metrics) as bot:
         await world.fake.request_reconnect()  # op 7, as Discord sends before moving a session
         await world.fake.wait_for(lambda: world.fake.resumes == 1 and world.fake.connected)
         await world.fake.send_message(
             channel, f"{world.bot.mention} still there?", author=world.bob
         )
         await wait_shown(world.fake, channel, ["echo: Bob: still there?"])
+        reconnects = bot.metrics.sample("llamabot_reconnects_total", platform="discord")
     assert world.fake.identifies == 1
+    assert reconnects == 1
 
 
 async def test_forbidden_channel_is_logged_once_and_not_retried(

@@ -27,6 +27,7 @@ from llamabot.config import Config, TelegramSection
 from llamabot.errors import StartupError
 from llamabot.events import ChannelRef, Inbound
 from llamabot.llm import ChatMessage, GenerationOptions
+from llamabot.metrics import Metrics
 from llamabot.plugin_host import PluginHost
 from llamabot.plugins import CommandContext, Plugin
 from tests.conftest import MakeConfig
@@ -655,6 +656,7 @@ class StubHandle:
 
     inbound: list[Inbound] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics: Metrics = field(default_factory=lambda: Metrics(""))
 
     def submit(self, inbound: Inbound, adapter: object) -> asyncio.Future[None]:
         self.inbound.append(inbound)

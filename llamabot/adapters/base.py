@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from llamabot.events import ChannelRef, Inbound, SentMessage
+    from llamabot.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class DeliveryError(Exception):
 
 class BotHandle(Protocol):
     """What an adapter may ask of the running bot."""
+
+    metrics: Metrics
 
     def submit(self, inbound: Inbound, adapter: Adapter) -> asyncio.Future[None]:
         """Queue a message; the future completes when it has been handled."""

@@ -79,7 +79,12 @@ class _Client(discord.Client):
         self.connected = asyncio.Event()
 
     async def on_connect(self) -> None:
+        if self.connected.is_set():  # a new session after a lost one
+            self._adapter.reconnected()
         self.connected.set()
+
+    async def on_resumed(self) -> None:
+        self._adapter.reconnected()
 
     async def on_message(self, message: discord.Message) -> None:
         # discord.py starts one task per event in arrival order; the inbox takes them in
@@ -397,6 +402,11 @@ class DiscordAdapter:
             raise DeliveryError(f"Discord refused the edit: {exc.status} {exc.text}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"cannot reach Discord: {exc}") from None
+
+    def reconnected(self) -> None:
+        """The gateway connection was lost and made again (for the metrics)."""
+        if self._bot is not None:
+            self._bot.metrics.reconnected(self.platform)
 
     async def is_moderator(self, channel: ChannelRef, user_id: str) -> bool:
         """Discord tells with every message (``Author.is_moderator``); here: not known."""

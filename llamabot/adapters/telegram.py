@@ -45,6 +45,7 @@ from llamabot.adapters.telegram_html import markdown_to_html, visible_text
 from llamabot.config import TelegramSection
 from llamabot.errors import StartupError
 from llamabot.events import Author, ChannelRef, Inbound, SentMessage
+from llamabot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class TelegramAdapter:
         )
         self._app: AnyApplication | None = None
         self._handle: BotHandle | None = None
+        self._metrics = Metrics("")  # the bot's, once started
         self._bot_id = 0
         self._username = ""
         self._webhook_runner: web.AppRunner | None = None
@@ -170,6 +172,7 @@ class TelegramAdapter:
         if self._app is not None:
             raise RuntimeError("the Telegram adapter is already running")
         self._handle = bot
+        self._metrics = bot.metrics
         for name in TOKEN_LOGGERS:
             logging.getLogger(name).addFilter(self._redaction)
         try:
@@ -337,6 +340,8 @@ class TelegramAdapter:
                     continue
                 poll_failures += 1
                 self._on_poll_error(exc)
+                if poll_failures == 1:
+                    self._metrics.reconnected(PLATFORM)
                 await asyncio.sleep(_backoff(poll_failures))
                 continue
             poll_failures = 0
@@ -644,9 +649,13 @@ class TelegramAdapter:
                 while len(self._group_limits) > REMEMBERED_MESSAGES:
                     self._group_limits.popitem(last=False)
             self._group_limits.move_to_end(chat_id)
+            started = time.monotonic()
             await group.acquire()
+            self._metrics.waited(PLATFORM, time.monotonic() - started)
         if self._global_limit is not None:
+            started = time.monotonic()
             await self._global_limit.acquire()
+            self._metrics.waited(PLATFORM, time.monotonic() - started)
 
     async def _call(self, method: str, where: str, op: Callable[[], Awaitable[T]]) -> T:
         """Run one Bot API call with Telegram's retry rules; ``BadRequest`` passes through.
