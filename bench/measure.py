@@ -209,7 +209,9 @@ async def apply_load(
     conversations). ``send(lane, index)`` sends one message; the clock stops when
     ``all_answered()`` returns.
     """
+    global _load_cpu_s
     sent: list[list[M]] = [[] for _ in range(lanes)]
+    cpu_before = _cpu_s()
     started = time.monotonic()
     if load == "burst":
         for index in range(count):
@@ -225,7 +227,19 @@ async def apply_load(
 
         await asyncio.gather(*(person(lane) for lane in range(lanes)))
     await all_answered()
-    return sent, time.monotonic() - started
+    seconds = time.monotonic() - started
+    _load_cpu_s = _cpu_s() - cpu_before
+    return sent, seconds
+
+
+def _cpu_s() -> float:
+    """CPU seconds this process used so far, every thread (the bot's database thread too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# CPU the last apply_load took (bot and fake server together: they share the process).
+_load_cpu_s = 0.0
 
 
 async def with_llamabot(
@@ -262,6 +276,8 @@ def load_figures(
         "messages": messages,
         "seconds": seconds,
         "answered_per_s": messages / seconds,
+        # Bot plus fake server; llamabot's minus raw's is what the bot costs per message.
+        "cpu_ms_per_message": _load_cpu_s * 1000 / messages,
         "latency_ms": summary_ms(latencies_s),
         "peak_rss_mib": peak_rss_mib(),
         "rss_before_load_mib": rss_before_mib,
@@ -302,4 +318,8 @@ def print_load_table(
         by = {run["variant"]: run for run in report["runs"] if run["load"] == load}
         if set(by) == set(VARIANTS):
             ratio = by["llamabot"]["answered_per_s"] / by["raw"]["answered_per_s"]
-            print(f"{load}: llamabot throughput is {throughput(ratio)}")
+            bot_cpu = by["llamabot"]["cpu_ms_per_message"] - by["raw"]["cpu_ms_per_message"]
+            print(
+                f"{load}: llamabot throughput is {throughput(ratio)}; the bot's CPU per "
+                f"message {bot_cpu:.2f} ms (process CPU beyond the raw library's)"
+            )

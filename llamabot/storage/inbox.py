@@ -7,7 +7,7 @@ deletes it once handled. Whatever a stop left here is handled at the next start.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -51,8 +51,15 @@ _DONE = delete(InboxEntry).where(InboxEntry.id == bindparam("id"))
 T = TypeVar("T")
 
 
+def _plain(value: object) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies every field: a tenth of a millisecond per message.
+    return {f.name: getattr(value, f.name) for f in fields(value)}  # type: ignore[arg-type]
+
+
 def _as_json(inbound: Inbound) -> str:
-    data = asdict(inbound)
+    data = _plain(inbound)
+    data["channel"] = _plain(inbound.channel)
+    data["author"] = _plain(inbound.author)
     data["received_at"] = inbound.received_at.isoformat()
     return json.dumps(data, ensure_ascii=False)
 
