@@ -112,16 +112,17 @@ class Inbox:
 
         return await self._store.run(work)
 
-    async def done(self, entry_id: int) -> None:
-        """The message was handled: forget it."""
+    async def done(self, *entry_ids: int) -> None:
+        """The messages were handled: forget them (one transaction)."""
+        rows = [{"id": entry_id} for entry_id in entry_ids]
 
         def work(conn: Connection) -> None:
             if not is_sqlite(conn):
-                conn.execute(_DONE, {"id": entry_id})
+                conn.execute(_DONE, rows)
                 return
             cursor = conn.connection.cursor()
             try:
-                cursor.execute(_DONE_SQL, {"id": entry_id})
+                cursor.executemany(_DONE_SQL, rows)
             finally:
                 cursor.close()
 
