@@ -16,6 +16,7 @@ import httpx
 import ollama
 
 from llamabot.llm.errors import ModelNotFound, ModelUnavailable
+from llamabot.llm.failover import FailoverPool, Server
 
 log = logging.getLogger(__name__)
 
@@ -39,87 +40,40 @@ def model_key(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
-@dataclass(eq=False)
-class OllamaHost:
-    """One Ollama server and what llamabot knows about it right now."""
+@dataclass(eq=False, kw_only=True)
+class OllamaHost(Server):
+    """One Ollama server, its client, and the models it had when last listed."""
 
-    url: str
     client: ollama.AsyncClient
-    in_flight: int = 0
-    failed_until: float = 0.0
-    failing: bool = False
-    last_error: str = ""
     models: frozenset[str] | None = None
-    models_at: float = 0.0
-
-    def usable(self, now: float) -> bool:
-        """Not inside a back-off after a failure."""
-        return now >= self.failed_until
 
 
-class HostPool:
+class HostPool(FailoverPool[OllamaHost]):
     """The configured Ollama servers, with busy counts, back-off and a tags cache."""
+
+    kind = "Ollama"
+    log = log
 
     def __init__(self, urls: Iterable[str], *, retry_after_s: float) -> None:
         timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_S)
-        self.hosts = [
+        hosts = [
             OllamaHost(url=url, client=ollama.AsyncClient(host=url, timeout=timeout))
             for url in dict.fromkeys(urls)
         ]
-        self.retry_after_s = retry_after_s
+        super().__init__(hosts, retry_after_s=retry_after_s)
 
-    async def acquire(self, model: str, tried: set[str]) -> OllamaHost:
-        """The least busy usable server with ``model`` not in ``tried``; counts it busy.
+    @property
+    def hosts(self) -> list[OllamaHost]:
+        return self.servers
 
-        Raises :class:`ModelNotFound` when every server answered without the model and
-        :class:`ModelUnavailable` when the servers that might have it are down.
-        """
-        now = time.monotonic()
-        untried = [h for h in self.hosts if h.url not in tried]
-        # A server in its back-off is still better than none: it may be back already, and
-        # the person would otherwise be told "unavailable" without anything being tried.
-        usable = [h for h in untried if h.usable(now)] or untried
-        if len(self.hosts) > 1 and usable:
-            # With one server there is nothing to choose; its 404 says "not pulled".
-            await asyncio.gather(*(self.models_on(h) for h in usable))
-            key = model_key(model)
-            now = time.monotonic()
-            usable = [
-                h for h in usable if h.usable(now) and h.models is not None and key in h.models
-            ]
-        if not usable:
-            raise self._nowhere(model)
-        # min() keeps config order among equals, so an idle bot uses the first server.
-        host = min(usable, key=lambda h: h.in_flight)
-        host.in_flight += 1
-        return host
+    async def refresh(self, server: OllamaHost) -> None:
+        await self.models_on(server)
 
-    def release(self, host: OllamaHost) -> None:
-        """One generation on ``host`` ended."""
-        host.in_flight -= 1
+    def serves(self, server: OllamaHost, model: str) -> bool:
+        return server.models is not None and model_key(model) in server.models
 
-    def mark_failed(self, host: OllamaHost, exc: BaseException) -> None:
-        """Back ``host`` off; warn once per failure episode, not on every retry."""
-        host.failed_until = time.monotonic() + self.retry_after_s
-        host.models = None
-        host.last_error = _describe(exc)
-        if host.failing:
-            log.debug("Ollama at %s still failing: %s", host.url, host.last_error)
-            return
-        host.failing = True
-        log.warning(
-            "Ollama at %s failed: %s; skipping it for %gs, then trying it again",
-            host.url,
-            host.last_error,
-            self.retry_after_s,
-        )
-
-    def mark_ok(self, host: OllamaHost) -> None:
-        """``host`` answered; end its failure episode."""
-        host.failed_until = 0.0
-        if host.failing:
-            host.failing = False
-            log.info("Ollama at %s answers again", host.url)
+    def describe(self, exc: BaseException | str) -> str:
+        return _describe(exc) if isinstance(exc, BaseException) else exc
 
     def forget_models(self, host: OllamaHost) -> None:
         """``host`` said a model it listed is missing: list its models again next time."""
@@ -150,7 +104,7 @@ class HostPool:
         host.models_at = time.monotonic()
         return listing
 
-    def _nowhere(self, model: str) -> Exception:
+    def nowhere(self, model: str) -> Exception:
         down = [h for h in self.hosts if h.failing]
         if down:
             what = "; ".join(f"{h.url} ({h.last_error})" for h in down)

@@ -19,6 +19,7 @@ from typing import Any
 import openai
 
 from llamabot.llm.errors import ModelNotFound, ModelUnavailable
+from llamabot.llm.failover import FailoverPool, Server
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +44,13 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 _CONTEXT_KEYS = ("context_length", "max_model_len", "max_context_length", "context_window")
 
 
-@dataclass(eq=False)
-class OpenAIServer:
-    """One OpenAI-compatible server and what llamabot knows about it right now."""
+@dataclass(eq=False, kw_only=True)
+class OpenAIServer(Server):
+    """One OpenAI-compatible server, its client, and what it served when last listed."""
 
-    url: str
     client: openai.AsyncOpenAI
-    in_flight: int = 0
-    failed_until: float = 0.0
-    failing: bool = False
-    last_error: str = ""
     # Model id -> context length (None when the server does not say); None: not listed yet.
     models: dict[str, int | None] | None = None
-    models_at: float = 0.0
-
-    def usable(self, now: float) -> bool:
-        """Not inside a back-off after a failure."""
-        return now >= self.failed_until
 
     def lists(self, model: str) -> bool:
         """Whether the last listing names ``model`` (Ollama's ``/v1`` adds ``:latest``)."""
@@ -88,12 +79,15 @@ def context_from(entry: Mapping[str, Any]) -> int | None:
     return None
 
 
-class ServerPool:
+class ServerPool(FailoverPool[OpenAIServer]):
     """The configured servers, with busy counts, back-off and a cache of what they serve."""
+
+    kind = "OpenAI-compatible server"
+    log = log
 
     def __init__(self, urls: Iterable[str], *, api_key: str, retry_after_s: float) -> None:
         timeout = openai.Timeout(None, connect=CONNECT_TIMEOUT_S)
-        self.servers = [
+        servers = [
             OpenAIServer(
                 url=url,
                 # Failover, back-off and timeouts are ours: the client's own retries would
@@ -104,56 +98,16 @@ class ServerPool:
             )
             for url in dict.fromkeys(urls)
         ]
-        self.retry_after_s = retry_after_s
+        super().__init__(servers, retry_after_s=retry_after_s)
 
-    async def acquire(self, model: str, tried: set[str]) -> OpenAIServer:
-        """The least busy usable server serving ``model`` not in ``tried``; counts it busy.
+    async def refresh(self, server: OpenAIServer) -> None:
+        await self.models_on(server)
 
-        Raises :class:`ModelNotFound` when every server answered without the model and
-        :class:`ModelUnavailable` when the servers that might serve it are down.
-        """
-        now = time.monotonic()
-        untried = [s for s in self.servers if s.url not in tried]
-        # A server in its back-off is still better than none: it may be back already.
-        usable = [s for s in untried if s.usable(now)] or untried
-        if len(self.servers) > 1 and usable:
-            # With one server there is nothing to choose; its 404 says "not served".
-            await asyncio.gather(*(self.models_on(s) for s in usable))
-            now = time.monotonic()
-            usable = [s for s in usable if s.usable(now) and s.lists(model)]
-        if not usable:
-            raise self._nowhere(model)
-        # min() keeps config order among equals, so an idle bot uses the first server.
-        server = min(usable, key=lambda s: s.in_flight)
-        server.in_flight += 1
-        return server
+    def serves(self, server: OpenAIServer, model: str) -> bool:
+        return server.lists(model)
 
-    def release(self, server: OpenAIServer) -> None:
-        """One generation on ``server`` ended."""
-        server.in_flight -= 1
-
-    def mark_failed(self, server: OpenAIServer, exc: BaseException | str) -> None:
-        """Back ``server`` off; warn once per failure episode, not on every retry."""
-        server.failed_until = time.monotonic() + self.retry_after_s
-        server.models = None
-        server.last_error = describe(exc)
-        if server.failing:
-            log.debug("server at %s still failing: %s", server.url, server.last_error)
-            return
-        server.failing = True
-        log.warning(
-            "OpenAI-compatible server at %s failed: %s; skipping it for %gs, then trying again",
-            server.url,
-            server.last_error,
-            self.retry_after_s,
-        )
-
-    def mark_ok(self, server: OpenAIServer) -> None:
-        """``server`` answered; end its failure episode."""
-        server.failed_until = 0.0
-        if server.failing:
-            server.failing = False
-            log.info("OpenAI-compatible server at %s answers again", server.url)
+    def describe(self, exc: BaseException | str) -> str:
+        return describe(exc)
 
     def forget_models(self, server: OpenAIServer) -> None:
         """``server`` said a model it listed is missing: list its models again next time."""
@@ -190,7 +144,7 @@ class ServerPool:
         server.models_at = time.monotonic()
         return models
 
-    def _nowhere(self, model: str) -> Exception:
+    def nowhere(self, model: str) -> Exception:
         down = [s for s in self.servers if s.failing]
         if down:
             what = "; ".join(f"{s.url} ({s.last_error})" for s in down)

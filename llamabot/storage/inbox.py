@@ -18,36 +18,24 @@ from llamabot.events import Author, ChannelRef, Inbound
 from llamabot.storage.history import HistoryStore, is_sqlite
 from llamabot.storage.models import InboxEntry
 
+_VALUES: dict[str, Any] = {
+    "conversation_key": bindparam("key"),
+    "platform_message_id": bindparam("message_id"),
+    "inbound": bindparam("inbound"),
+    "received_at": bindparam("received_at"),
+}
+_DONE = delete(InboxEntry).where(InboxEntry.id == bindparam("id"))
+# SQLite: compiled once, run on the DB-API cursor; this is on every message's path.
 _DIALECT = sqlite.dialect(paramstyle="named")
-# Compiled once, run on the DB-API cursor: this is on every message's path.
 _PUT_SQL = str(
-    sqlite.insert(InboxEntry)
-    .values(
-        conversation_key=bindparam("key"),
-        platform_message_id=bindparam("message_id"),
-        inbound=bindparam("inbound"),
-        received_at=bindparam("received_at"),
-    )
-    .on_conflict_do_nothing()
-    .compile(dialect=_DIALECT)
+    sqlite.insert(InboxEntry).values(_VALUES).on_conflict_do_nothing().compile(dialect=_DIALECT)
 )
-_DONE_SQL = str(
-    delete(InboxEntry).where(InboxEntry.id == bindparam("id")).compile(dialect=_DIALECT)
-)
+_DONE_SQL = str(_DONE.compile(dialect=_DIALECT))
 _TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
 # Other databases (PostgreSQL): the same statements through SQLAlchemy.
 _PUT = (
-    postgresql.insert(InboxEntry)
-    .values(
-        conversation_key=bindparam("key"),
-        platform_message_id=bindparam("message_id"),
-        inbound=bindparam("inbound"),
-        received_at=bindparam("received_at"),
-    )
-    .on_conflict_do_nothing()
-    .returning(InboxEntry.id)
+    postgresql.insert(InboxEntry).values(_VALUES).on_conflict_do_nothing().returning(InboxEntry.id)
 )
-_DONE = delete(InboxEntry).where(InboxEntry.id == bindparam("id"))
 T = TypeVar("T")
 
 
