@@ -6,6 +6,8 @@ deletes it once handled. Whatever a stop left here is handled at the next start.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 from dataclasses import fields
 from datetime import UTC, datetime
@@ -71,34 +73,70 @@ def _from_json(text: str) -> Inbound:
     return _build(Inbound, data)
 
 
+def _put(conn: Connection, params: dict[str, Any]) -> int | None:
+    if not is_sqlite(conn):
+        entry = conn.execute(_PUT, params).scalar()
+        return int(entry) if entry is not None else None
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(
+            _PUT_SQL, {**params, "received_at": params["received_at"].strftime(_TIMESTAMP)}
+        )
+        return int(cursor.lastrowid or 0) if cursor.rowcount else None
+    finally:
+        cursor.close()
+
+
+def _put_all(conn: Connection, rows: list[dict[str, Any]]) -> list[int | None]:
+    return [_put(conn, params) for params in rows]
+
+
 class Inbox:
-    """The durable queue in front of the router, in the history database."""
+    """The durable queue in front of the router, in the history database.
+
+    Messages arriving while a write is under way are kept together in the next one
+    (a group commit): under a burst, one transaction takes many messages.
+    """
 
     def __init__(self, store: HistoryStore) -> None:
         self._store = store
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[int | None]]] = []
+        self._writing: asyncio.Task[None] | None = None
 
     async def put(self, inbound: Inbound) -> int | None:
         """Keep a message until it is handled; ``None`` when it is already kept."""
-        now = datetime.now(UTC).replace(tzinfo=None)
         params: dict[str, Any] = {
             "key": inbound.channel.key,
             "message_id": inbound.message_id,
             "inbound": _as_json(inbound),
-            "received_at": now.strftime(_TIMESTAMP),
+            "received_at": datetime.now(UTC).replace(tzinfo=None),
         }
+        kept: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((params, kept))
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._write())
+        return await kept
 
-        def work(conn: Connection) -> int | None:
-            if not is_sqlite(conn):
-                entry = conn.execute(_PUT, {**params, "received_at": now}).scalar()
-                return int(entry) if entry is not None else None
-            cursor = conn.connection.cursor()
-            try:
-                cursor.execute(_PUT_SQL, params)
-                return int(cursor.lastrowid or 0) if cursor.rowcount else None
-            finally:
-                cursor.close()
-
-        return await self._store.run(work)
+    async def _write(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    rows = [params for params, _ in batch]
+                    entries = await self._store.run(functools.partial(_put_all, rows=rows))
+                except BaseException as exc:
+                    for _, kept in batch:
+                        if not kept.done():
+                            kept.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                # In arrival order: the callers go on to the router in that order.
+                for (_, kept), entry in zip(batch, entries, strict=True):
+                    if not kept.done():
+                        kept.set_result(entry)
+        finally:
+            self._writing = None
 
     async def done(self, *entry_ids: int) -> None:
         """The messages were handled: forget them (one transaction)."""
