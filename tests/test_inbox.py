@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from llamabot.events import Author, ChannelRef, Inbound
 from llamabot.storage.engine import create_engine, upgrade
@@ -83,5 +85,27 @@ async def test_a_row_from_another_version_still_loads(tmp_path: Path) -> None:
     assert message.channel == ChannelRef("discord", "9")
     assert message.author == Author(id="7", name="Ann")
     assert message.text == "from an older or newer llamabot"
+    await store.aclose()
+    await store.engine.dispose()
+
+
+async def test_messages_arriving_together_are_kept_in_one_write_in_arrival_order(
+    store_url: str,
+) -> None:
+    store = await open_store(store_url)
+    inbox = Inbox(store)
+    units = 0
+    run = store.run
+
+    async def counted(work: Any) -> Any:
+        nonlocal units
+        units += 1
+        return await run(work)
+
+    store.run = counted  # type: ignore[method-assign]
+    entries = await asyncio.gather(*(inbox.put(inbound(f"m{n}", str(n))) for n in range(20)))
+    assert units == 1  # all twenty came before the write began: one transaction
+    assert entries == sorted(entries) and None not in entries
+    assert [m.text for _, m in await inbox.pending()] == [f"m{n}" for n in range(20)]
     await store.aclose()
     await store.engine.dispose()
