@@ -36,6 +36,31 @@ FLOOD_NOTICE_EVERY_S = 60.0
 REFUSAL_EVERY_S = 3600.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """What a message asks of the bot under the config in force: its text, persona,
+    the command it names (the words after the prefix, or None) and whether it was
+    spoken to the bot."""
+
+    text: str
+    resolved: Resolved
+    command: str | None
+    spoken_to: bool
+
+
+def _read(config: Config, inbound: Inbound) -> _Reading | None:
+    """``None`` for an empty message; read once when queued, again when handled
+    (a reload in between may have changed the persona or the prefix)."""
+    text = inbound.text.strip()
+    if not text:
+        return None
+    resolved = config.persona_for(inbound.channel)
+    prefix = config.bot.command_prefix
+    command = text[len(prefix) :] if text.startswith(prefix) and len(text) > len(prefix) else None
+    spoken_to = inbound.channel.is_private or resolved.respond == "always" or inbound.addressed
+    return _Reading(text, resolved, command, spoken_to)
+
+
 @dataclass(slots=True)
 class _Item:
     inbound: Inbound
@@ -159,18 +184,14 @@ class Router:
     def _screen(self, inbound: Inbound, person: str, lane: _Lane | None) -> str | None:
         """``None`` to queue the message; else the notice to answer it with ("" for none)."""
         config = self._config()
-        text = inbound.text.strip()
-        if not text:
+        reading = _read(config, inbound)
+        if reading is None:
             return ""
-        resolved = config.persona_for(inbound.channel)
-        prefix = config.bot.command_prefix
-        is_command = text.startswith(prefix) and len(text) > len(prefix)
-        spoken_to = inbound.channel.is_private or resolved.respond == "always" or inbound.addressed
-        if not spoken_to:
-            if not is_command:
+        resolved = reading.resolved
+        if not reading.spoken_to:
+            if reading.command is None:
                 return ""  # group chatter: not for the bot
-            name = text[len(prefix) :].partition(" ")[0]
-            if self._plugins.command(name) is None:
+            if self._plugins.command(reading.command.partition(" ")[0]) is None:
                 return ""  # perhaps another bot's command
         reason = refusal(config, resolved.access, inbound)
         if reason is not None:
@@ -313,16 +334,14 @@ class Router:
 
     async def _handle(self, inbound: Inbound, adapter: Adapter) -> None:
         config = self._config()
-        text = inbound.text.strip()
-        if not text:
+        reading = _read(config, inbound)
+        if reading is None:
             return
-        resolved = config.persona_for(inbound.channel)
-        spoken_to = inbound.channel.is_private or resolved.respond == "always" or inbound.addressed
-        prefix = config.bot.command_prefix
-        if text.startswith(prefix) and len(text) > len(prefix):
-            await self._command(inbound, adapter, resolved, text[len(prefix) :], spoken_to)
+        text, resolved = reading.text, reading.resolved
+        if reading.command is not None:
+            await self._command(inbound, adapter, resolved, reading.command, reading.spoken_to)
             return
-        if not spoken_to:
+        if not reading.spoken_to:
             return
         limit = config.bot.max_message_chars
         if len(text) > limit:
