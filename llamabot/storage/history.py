@@ -84,39 +84,30 @@ def _naive_utc(moment: datetime) -> datetime:
 # The per-message statements run on the DB-API cursor with SQL compiled once from the
 # models: SQLAlchemy's per-execute work was a third of the time a message spends here.
 _MESSAGE_COLUMNS = [c.name for c in Message.__table__.columns if c.name != "id"]
-# A person's message already stored (a replayed platform update) inserts nothing.
-_INSERT_SQL = str(
-    sqlite.insert(Message)
-    .values({name: bindparam(name) for name in _MESSAGE_COLUMNS})
-    .on_conflict_do_nothing()
-    .compile(dialect=sqlite.dialect(paramstyle="named"))
-)
-_WINDOW = (
-    select(Message.role, Message.content, Message.author_name, Message.tokens)
-    .where(Message.conversation_id == bindparam("cid"), Message.status == "ok")
-    .order_by(Message.id.desc())
-    .limit(bindparam("n"))
-    .compile(dialect=sqlite.dialect(paramstyle="named"))
-)
-_WINDOW_SQL = str(_WINDOW)
-_WINDOW_CONSTANTS = dict(_WINDOW.params)  # status = 'ok', OFFSET 0
-# How SQLAlchemy's SQLite DateTime stores a timestamp; the raw insert must match it.
-_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
-
-
-# Other databases (PostgreSQL through asyncpg) run the same statements through
-# SQLAlchemy, whose asyncpg dialect prepares each statement once per connection.
-_INSERT_RETURNING = (
-    postgresql.insert(Message)
-    .values({name: bindparam(name) for name in _MESSAGE_COLUMNS})
-    .on_conflict_do_nothing()
-    .returning(Message.id)
-)
+_MESSAGE_VALUES: dict[str, Any] = {name: bindparam(name) for name in _MESSAGE_COLUMNS}
 _WINDOW_SELECT = (
     select(Message.role, Message.content, Message.author_name, Message.tokens)
     .where(Message.conversation_id == bindparam("cid"), Message.status == "ok")
     .order_by(Message.id.desc())
     .limit(bindparam("n"))
+)
+# A person's message already stored (a replayed platform update) inserts nothing.
+_SQLITE = sqlite.dialect(paramstyle="named")
+_INSERT_SQL = str(
+    sqlite.insert(Message).values(_MESSAGE_VALUES).on_conflict_do_nothing().compile(dialect=_SQLITE)
+)
+_WINDOW = _WINDOW_SELECT.compile(dialect=_SQLITE)
+_WINDOW_SQL = str(_WINDOW)
+_WINDOW_CONSTANTS = dict(_WINDOW.params)  # status = 'ok', OFFSET 0
+# How SQLAlchemy's SQLite DateTime stores a timestamp; the raw insert must match it.
+_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
+# Other databases (PostgreSQL through asyncpg) run the same statements through
+# SQLAlchemy, whose asyncpg dialect prepares each statement once per connection.
+_INSERT_RETURNING = (
+    postgresql.insert(Message)
+    .values(_MESSAGE_VALUES)
+    .on_conflict_do_nothing()
+    .returning(Message.id)
 )
 
 
