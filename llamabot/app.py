@@ -67,11 +67,6 @@ class Bot:
         self._stack = contextlib.AsyncExitStack()
         self._store: HistoryStore | None = None
         self._inbox: Inbox | None = None
-        # Handled inbox entries, deleted together: one transaction for all that finished
-        # while the previous delete ran (a stop before it only replays them, harmlessly:
-        # a platform message is stored, so answered, once).
-        self._handled: list[int] = []
-        self._forgetting: asyncio.Task[None] | None = None
         self._router: Router | None = None
         self.scheduler: Scheduler | None = None
         self.stopped = asyncio.Event()
@@ -158,26 +153,12 @@ class Bot:
     def _forget(self, entry: int, handled: asyncio.Future[None]) -> None:
         if handled.cancelled() or self._inbox is None:
             return  # not handled (the bot stopped first): the next start handles it
-        self._handled.append(entry)
-        if self._forgetting is None:
-            self._forgetting = asyncio.create_task(self._forget_handled())
-
-    async def _forget_handled(self) -> None:
-        assert self._inbox is not None
-        try:
-            while self._handled:
-                entries, self._handled = self._handled, []
-                try:
-                    await self._inbox.done(*entries)
-                except Exception:  # they are handled again at the next start, not twice
-                    log.exception("could not clear %d handled inbox entries", len(entries))
-        finally:
-            self._forgetting = None
+        self._inbox.forget(entry)
 
     async def _settle_inbox(self) -> None:
         """Wait for the inbox to record what was handled, before the database closes."""
-        while self._forgetting is not None:
-            await asyncio.gather(self._forgetting, return_exceptions=True)
+        if self._inbox is not None:
+            await self._inbox.settle()
 
     def command_specs(self) -> list[CommandSpec]:
         """The commands to advertise in a platform's menu."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,6 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from llamabot.events import Author, ChannelRef, Inbound
 from llamabot.storage.history import HistoryStore, is_sqlite
 from llamabot.storage.models import InboxEntry
+
+log = logging.getLogger(__name__)
 
 _VALUES: dict[str, Any] = {
     "conversation_key": bindparam("key"),
@@ -91,17 +95,82 @@ def _put_all(conn: Connection, rows: list[dict[str, Any]]) -> list[int | None]:
     return [_put(conn, params) for params in rows]
 
 
+def _done_all(conn: Connection, rows: list[dict[str, Any]]) -> list[None]:
+    if not is_sqlite(conn):
+        conn.execute(_DONE, rows)
+    else:
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(_DONE_SQL, rows)
+        finally:
+            cursor.close()
+    return [None] * len(rows)
+
+
+R = TypeVar("R")
+
+
+class _GroupWrite(Generic[R]):
+    """Rows handed in while a write runs go into the next write together (a group
+    commit): under a burst, one transaction takes many. Results come back in order."""
+
+    def __init__(
+        self, store: HistoryStore, write: Callable[[Connection, list[dict[str, Any]]], list[R]]
+    ) -> None:
+        self._store = store
+        self._write = write
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[R]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    def add(self, row: dict[str, Any]) -> asyncio.Future[R]:
+        """Queue ``row`` for the next write; the future holds its result."""
+        result: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, result))
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._run())
+        return result
+
+    async def settle(self) -> None:
+        """Wait until every row handed in so far is written (or failed)."""
+        while self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
+
+    def _unit(self, rows: list[dict[str, Any]]) -> Callable[[Connection], list[R]]:
+        return lambda conn: self._write(conn, rows)
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                rows = [row for row, _ in batch]
+                try:
+                    results = await self._store.run(self._unit(rows))
+                except BaseException as exc:
+                    for _, result in batch:
+                        if not result.done():
+                            result.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                # In arrival order: the callers go on in that order.
+                for (_, result), value in zip(batch, results, strict=True):
+                    if not result.done():
+                        result.set_result(value)
+        finally:
+            self._writing = None
+
+
 class Inbox:
     """The durable queue in front of the router, in the history database.
 
-    Messages arriving while a write is under way are kept together in the next one
-    (a group commit): under a burst, one transaction takes many messages.
+    Messages taken in, and messages handled, are written in group commits.
     """
 
     def __init__(self, store: HistoryStore) -> None:
         self._store = store
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future[int | None]]] = []
-        self._writing: asyncio.Task[None] | None = None
+        self._puts = _GroupWrite(store, _put_all)
+        self._dones = _GroupWrite(store, _done_all)
+        self._last_failure: BaseException | None = None
 
     async def put(self, inbound: Inbound) -> int | None:
         """Keep a message until it is handled; ``None`` when it is already kept."""
@@ -111,48 +180,36 @@ class Inbox:
             "inbound": _as_json(inbound),
             "received_at": datetime.now(UTC).replace(tzinfo=None),
         }
-        kept: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((params, kept))
-        if self._writing is None:
-            self._writing = asyncio.create_task(self._write())
-        return await kept
-
-    async def _write(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    rows = [params for params, _ in batch]
-                    entries = await self._store.run(functools.partial(_put_all, rows=rows))
-                except BaseException as exc:
-                    for _, kept in batch:
-                        if not kept.done():
-                            kept.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                # In arrival order: the callers go on to the router in that order.
-                for (_, kept), entry in zip(batch, entries, strict=True):
-                    if not kept.done():
-                        kept.set_result(entry)
-        finally:
-            self._writing = None
+        return await self._puts.add(params)
 
     async def done(self, *entry_ids: int) -> None:
         """The messages were handled: forget them (one transaction)."""
-        rows = [{"id": entry_id} for entry_id in entry_ids]
+        await self._store.run(
+            functools.partial(_done_all, rows=[{"id": entry_id} for entry_id in entry_ids])
+        )
 
-        def work(conn: Connection) -> None:
-            if not is_sqlite(conn):
-                conn.execute(_DONE, rows)
-                return
-            cursor = conn.connection.cursor()
-            try:
-                cursor.executemany(_DONE_SQL, rows)
-            finally:
-                cursor.close()
+    def forget(self, entry_id: int) -> None:
+        """The message was handled: forget it with the others handled meanwhile.
 
-        await self._store.run(work)
+        Not awaited; a failure is logged, and the message is handled again at the next
+        start, not answered twice (it is stored once).
+        """
+        self._dones.add({"id": entry_id}).add_done_callback(self._forgotten)
+
+    def _forgotten(self, result: asyncio.Future[None]) -> None:
+        failure = None if result.cancelled() else result.exception()
+        # One failed write fails all its rows with one exception: log it once.
+        if failure is not None and failure is not self._last_failure:
+            self._last_failure = failure
+            log.error(
+                "could not clear handled inbox entries; they are handled again at the next "
+                "start (and not answered twice)",
+                exc_info=failure,
+            )
+
+    async def settle(self) -> None:
+        """Wait for the handled messages to be forgotten (before the database closes)."""
+        await self._dones.settle()
 
     async def pending(self) -> list[tuple[int, Inbound]]:
         """Messages a stop left unhandled, oldest first."""
