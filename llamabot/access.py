@@ -6,10 +6,18 @@ groups as in DMs. Adapters only report facts (author, username, roles, DM or gro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from llamabot.config import AccessSection, Config, Permission
 from llamabot.events import Inbound
+
+if TYPE_CHECKING:
+    from llamabot.adapters.base import Adapter
+    from llamabot.plugins import Command
+
+log = logging.getLogger(__name__)
 
 _RANK: dict[Permission, int] = {"everyone": 0, "moderator": 1, "admin": 2}
 
@@ -93,3 +101,48 @@ def permits(needed: Permission, *, is_admin: bool, is_moderator: bool) -> bool:
     """Whether a person of this standing may run a command needing ``needed``."""
     standing = 2 if is_admin else 1 if is_moderator else 0
     return standing >= _RANK[needed]
+
+
+async def command_refusal(
+    command: Command, inbound: Inbound, adapter: Adapter, config: Config, access: AccessSection
+) -> str | None:
+    """Why this person may not run ``command`` here, or ``None`` when they may.
+
+    Checks where the command may be used (private or group chats) and the permission it
+    needs; asks the platform whether the person moderates the group only when needed.
+    """
+    channel = inbound.channel
+    name = f"{config.bot.command_prefix}{command.name}"
+    if command.where == "private" and not channel.is_private:
+        return f"{name} works only in a private chat with the bot."
+    if command.where == "group" and channel.is_private:
+        return f"{name} works only in a group or server channel."
+    needed = permission_of(command.permission, command.name, access)
+    if needed == "everyone":
+        return None
+    is_admin = config.is_admin(channel.platform, inbound.author.id)
+    is_moderator = False
+    if not is_admin and needed == "moderator":
+        is_moderator = channel.is_private or await is_moderator_here(inbound, adapter)
+    if permits(needed, is_admin=is_admin, is_moderator=is_moderator):
+        return None
+    if needed == "admin":
+        return f"Only the bot's admins can use {name}."
+    return f"In a group, only its admins (and the bot's admins) can use {name}."
+
+
+async def is_moderator_here(inbound: Inbound, adapter: Adapter) -> bool:
+    """Whether the author administers this server or group; no when the platform can't say."""
+    known = inbound.author.is_moderator
+    if known is not None:
+        return known
+    try:
+        return await adapter.is_moderator(inbound.channel, inbound.author.id)
+    except Exception as exc:  # the platform could not say: the safe answer is no
+        log.warning(
+            "could not check whether %s moderates %s: %s",
+            inbound.author.id,
+            inbound.channel.key,
+            exc,
+        )
+        return False

@@ -16,14 +16,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from llamabot.adapters.base import Adapter, CommandSpec
-from llamabot.config import Config, Resolved, resolve_storage_url
+from llamabot.config import Config, resolve_storage_url
+from llamabot.context import PluginContexts
 from llamabot.conversation import Conversation
 from llamabot.events import Inbound
 from llamabot.llm.base import ChatModel
 from llamabot.loop_lag import LoopWatchdog
 from llamabot.metrics import Metrics
 from llamabot.plugin_host import PluginHost
-from llamabot.plugins import CommandContext, JobContext
 from llamabot.reload import ConfigWatcher
 from llamabot.retention import keep_pruning
 from llamabot.router import Router
@@ -31,7 +31,6 @@ from llamabot.storage.engine import create_engine, upgrade
 from llamabot.storage.history import HistoryStore
 from llamabot.storage.inbox import Inbox
 from llamabot.storage.locks import claim_sqlite
-from llamabot.streaming import send_text
 
 if TYPE_CHECKING:
     from llamabot.scheduler import Scheduler
@@ -68,6 +67,7 @@ class Bot:
         self._store: HistoryStore | None = None
         self._inbox: Inbox | None = None
         self._router: Router | None = None
+        self._contexts: PluginContexts | None = None
         self.scheduler: Scheduler | None = None
         self.stopped = asyncio.Event()
         self.metrics = Metrics(config.metrics.listen)
@@ -96,6 +96,13 @@ class Bot:
         if self._plugins is None:
             raise RuntimeError("the bot has not started")
         return self._plugins
+
+    @property
+    def contexts(self) -> PluginContexts:
+        """Builds the contexts plugins receive (an embedder can run a plugin's code)."""
+        if self._contexts is None:
+            raise RuntimeError("the bot has not started")
+        return self._contexts
 
     @property
     def adapters(self) -> list[Adapter]:
@@ -220,20 +227,32 @@ class Bot:
             from llamabot.plugin_loader import load_plugins
 
             self._plugins = load_plugins(config, self.config_dir)
-        await self._start_scheduler(url)
+        # One limiter: replies and plugins' one-off completions share the model's slots.
+        limiter = asyncio.Semaphore(config.llm.max_concurrency)
+        contexts = self._contexts = PluginContexts(
+            config=lambda: self._config,
+            apply_config=self.apply_config,
+            config_path=self.config_path,
+            store=self._store,
+            model=self._model,
+            limiter=limiter,
+            plugins=self._plugins,
+            adapters=lambda: self._adapters,
+        )
+        await self._start_scheduler(url, contexts)
 
         conversation = Conversation(
             config=lambda: self._config,
             model=self._model,
             store=self._store,
-            limiter=asyncio.Semaphore(config.llm.max_concurrency),
+            limiter=limiter,
             metrics=self.metrics,
         )
         self._router = Router(
             config=lambda: self._config,
             conversation=conversation,
             plugins=self._plugins,
-            context=self._command_context,
+            context=contexts.for_message,
             metrics=self.metrics,
         )
         self._stack.push_async_callback(self._router.close)
@@ -328,7 +347,7 @@ class Bot:
 
     # -- plugins and scheduled jobs ---------------------------------------------------
 
-    async def _start_scheduler(self, url: str) -> None:
+    async def _start_scheduler(self, url: str, contexts: PluginContexts) -> None:
         """Open the job store, paused: no job may fire before the adapters can deliver."""
         from llamabot.scheduler import Scheduler
 
@@ -336,16 +355,18 @@ class Bot:
             url,
             timezone=self._config.bot.timezone,
             plugins=self.plugins,
-            context=self._job_context,
+            context=contexts.for_job,
             metrics=self.metrics,
         )
         await scheduler.start()
         self._stack.push_async_callback(scheduler.aclose)
-        self.scheduler = scheduler
+        self.scheduler = contexts.scheduler = scheduler
 
     async def _start_plugins(self) -> None:
         """Run on_start hooks and let jobs fire; at stop, the reverse, before the adapters."""
-        await self.plugins.run_start_hooks(self._job_context, self._config.plugins.hook_timeout_s)
+        assert self._contexts is not None
+        timeout_s = self._config.plugins.hook_timeout_s
+        await self.plugins.run_start_hooks(self._contexts.for_job, timeout_s)
         self._stack.push_async_callback(self._stop_plugins)
         if self.scheduler is not None:
             self.scheduler.resume()
@@ -353,23 +374,6 @@ class Bot:
     async def _stop_plugins(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.pause()
-        await self.plugins.run_stop_hooks(self._job_context, self._config.plugins.hook_timeout_s)
-
-    def _job_context(self, plugin: str) -> JobContext:
-        return JobContext(bot=self, plugin=plugin)
-
-    def _command_context(
-        self, inbound: Inbound, adapter: Adapter, resolved: Resolved, plugin: str | None
-    ) -> CommandContext:
-        async def reply(text: str) -> None:
-            await send_text(adapter, inbound.channel, text, inbound.message_id)
-
-        return CommandContext(
-            inbound=inbound,
-            persona=resolved,
-            store=self.store,
-            scheduler=self.scheduler,
-            config=self.plugins.config_for(plugin) if plugin else None,
-            reply_func=reply,
-            bot=self,
-        )
+        assert self._contexts is not None
+        timeout_s = self._config.plugins.hook_timeout_s
+        await self.plugins.run_stop_hooks(self._contexts.for_job, timeout_s)

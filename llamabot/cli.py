@@ -231,7 +231,7 @@ async def _plugins(args: argparse.Namespace) -> int:
     print(f"loaded ({len(host.loaded)}):")
     for loaded in host.loaded:
         commands = ", ".join(
-            prefix + c.name + (" (admins)" if c.admin else "")
+            prefix + c.name + (" (admins)" if c.permission == "admin" else "")
             for c in sorted(loaded.plugin.commands, key=lambda c: c.name)
         )
         print(f"  {loaded.plugin.name:<12} {commands or '(no commands)'}")

@@ -6,13 +6,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from llamabot.config import Config
 from llamabot.errors import StartupError
-from llamabot.plugins import Command, JobContext, Plugin
+from llamabot.plugins import Command, Plugin
+
+if TYPE_CHECKING:
+    from llamabot.context import JobContext
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -129,11 +132,15 @@ class PluginHost:
                 return loaded.source
         return None
 
+    def get(self, plugin_name: str) -> Plugin[Any] | None:
+        """The loaded plugin called ``plugin_name``."""
+        return next((p.plugin for p in self.loaded if p.plugin.name == plugin_name), None)
+
     def plugins(self) -> list[Plugin]:
         return [loaded.plugin for loaded in self.loaded]
 
     async def run_start_hooks(
-        self, context: Callable[[str], JobContext], timeout_s: float = 30.0
+        self, context: Callable[[str], JobContext[Any]], timeout_s: float = 30.0
     ) -> None:
         """Run every on_start hook in load order; a failing or hung hook is logged, skipped."""
         for plugin in self.plugins():
@@ -141,7 +148,7 @@ class PluginHost:
                 await _run_hook(plugin, hook, context, "on_start", timeout_s)
 
     async def run_stop_hooks(
-        self, context: Callable[[str], JobContext], timeout_s: float = 30.0
+        self, context: Callable[[str], JobContext[Any]], timeout_s: float = 30.0
     ) -> None:
         """Run every on_stop hook in reverse load order; failures are logged."""
         for plugin in reversed(self.plugins()):
@@ -152,7 +159,7 @@ class PluginHost:
 async def _run_hook(
     plugin: Plugin,
     hook: Callable[..., Awaitable[None]],
-    context: Callable[[str], JobContext],
+    context: Callable[[str], JobContext[Any]],
     kind: str,
     timeout_s: float,
 ) -> None:

@@ -2,36 +2,35 @@
 
 A plugin module defines ``plugin = Plugin("name", ...)`` and registers by decorator on
 it. Nothing reaches the bot until the whole module imported and its config validated,
-so a broken plugin never leaves half its commands behind.
+so a broken plugin never leaves half its commands behind. What the decorated functions
+receive (``CommandContext``, ``JobContext``) lives in :mod:`llamabot.context`.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, overload
 
 from pydantic import BaseModel
+from typing_extensions import TypeVar
+
+from llamabot.durations import seconds
 
 if TYPE_CHECKING:
-    import tomlkit.toml_document
-
-    from llamabot.app import Bot
-    from llamabot.config import Config, Permission, Resolved
-    from llamabot.events import ChannelRef, Inbound, SentMessage
-    from llamabot.scheduler import Scheduler
-    from llamabot.storage.history import HistoryStore
+    from llamabot.config import Permission
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[..., Awaitable[None]]
 F = TypeVar("F", bound=Callable[..., Any])
+# The type of a plugin's validated ``[plugins.<name>]`` table (None: the plugin has none).
+C = TypeVar("C", bound=BaseModel | None, default=None)
+# Where a command may be used: anywhere, only in private chats, or only in groups.
+Where = Literal["anywhere", "private", "group"]
 
 
 class UsageError(Exception):
@@ -49,11 +48,7 @@ class Command:
     permission: Permission
     plugin: str
     cooldown_s: float = 0.0
-
-    @property
-    def admin(self) -> bool:
-        """Whether only ``[bot] admins`` may run it."""
-        return self.permission == "admin"
+    where: Where = "anywhere"
 
     def usage_line(self, prefix: str) -> str:
         """``/name usage`` as the person should type it."""
@@ -127,19 +122,24 @@ class Job:
         return f"{self.plugin}.{self.func.__name__}"
 
 
-class Plugin:
+class Plugin(Generic[C]):
     """A plugin: commands, hooks, jobs and tasks, registered by decorator.
 
     ``config`` is an optional pydantic model; the ``[plugins.<name>]`` table of bot.toml
-    is validated against it and handed to the plugin's handlers as ``ctx.config``.
+    is validated against it and handed to the plugin's handlers as ``ctx.config``, typed:
+    ``Plugin("dice", config=Settings)`` hands ``CommandContext[Settings]`` to its commands.
     """
 
-    def __init__(
-        self, name: str, *, description: str = "", config: type[BaseModel] | None = None
-    ) -> None:
+    @overload
+    def __init__(self: Plugin[None], name: str, *, description: str = "") -> None: ...
+
+    @overload
+    def __init__(self, name: str, *, description: str = "", config: type[C]) -> None: ...
+
+    def __init__(self, name: str, *, description: str = "", config: type[C] | None = None) -> None:
         self.name = name
         self.description = description
-        self.config_model = config
+        self.config_model: type[BaseModel] | None = config  # type: ignore[assignment]
         self.commands: list[Command] = []
         self.message_hooks: list[Callable[..., Awaitable[bool | None]]] = []
         self.reply_hooks: list[Callable[..., Awaitable[None]]] = []
@@ -154,23 +154,29 @@ class Plugin:
         *,
         usage: str = "",
         description: str | None = None,
-        admin: bool = False,
-        permission: Permission | None = None,
-        cooldown_s: float = 0.0,
+        permission: Permission = "everyone",
+        where: Where = "anywhere",
+        cooldown: str | float = 0,
     ) -> Callable[[F], F]:
-        """Register ``async def handler(ctx, *args)`` for ``/name``.
+        """Register ``async def handler(ctx: CommandContext, *args)`` for ``/name``.
 
         The handler's parameters after ``ctx`` declare its arguments (``str``, ``int`` or
-        ``float``; ``*rest`` takes the remaining words). ``permission`` says who may run
-        it: ``"everyone"`` (the default), ``"moderator"`` (the server's or group's admins;
-        in a DM, the person) or ``"admin"`` (``[bot] admins``; ``admin=True`` says the
-        same). ``[access.commands]`` in bot.toml can override it. ``cooldown_s`` is the
-        least time between two runs by one person (admins are exempt).
+        ``float``; ``*rest`` takes the remaining words); its docstring's first line is the
+        description ``/help`` shows. ``permission`` says who may run it: ``"everyone"``,
+        ``"moderator"`` (the server's or group's admins; in a private chat, the person) or
+        ``"admin"`` (``[bot] admins``); ``[access.commands]`` in bot.toml can override it.
+        ``where`` limits it to ``"private"`` chats or ``"group"`` chats. ``cooldown``
+        (``"10s"``, ``"2m"`` or seconds) is the least time between two runs by one
+        person; admins are exempt. The core enforces all three, and ``/help`` lists a
+        command only where the person may use it.
         """
-        if permission is None:
-            permission = "admin" if admin else "everyone"
         if permission not in ("everyone", "moderator", "admin"):
             raise ValueError(f"permission must be everyone, moderator or admin, not {permission!r}")
+        if where not in ("anywhere", "private", "group"):
+            raise ValueError(f"where must be anywhere, private or group, not {where!r}")
+        cooldown_s = seconds(cooldown)
+        if cooldown_s < 0:
+            raise ValueError("a cooldown cannot be negative")
 
         def register(func: F) -> F:
             if any(c.name == name.lower() for c in self.commands):
@@ -185,6 +191,7 @@ class Plugin:
                     permission=permission,
                     plugin=self.name,
                     cooldown_s=cooldown_s,
+                    where=where,
                 )
             )
             return func
@@ -241,126 +248,3 @@ class Plugin:
         """Run ``async def hook(ctx: JobContext)`` when the bot stops, before the adapters."""
         self.stop_hooks.append(func)
         return func
-
-
-@dataclass
-class JobContext:
-    """What a job, a scheduled task or an on_start/on_stop hook receives."""
-
-    bot: Bot
-    plugin: str
-
-    @property
-    def store(self) -> HistoryStore:
-        return self.bot.store
-
-    @property
-    def scheduler(self) -> Scheduler | None:
-        return self.bot.scheduler
-
-    @property
-    def config(self) -> BaseModel | None:
-        """The plugin's validated ``[plugins.<name>]`` table."""
-        return self.bot.plugins.config_for(self.plugin)
-
-    async def send(
-        self, channel: ChannelRef, text: str, *, reply_to: str | None = None
-    ) -> SentMessage | None:
-        """Post in a conversation unprompted; ``None`` when it could not be delivered."""
-        from llamabot.streaming import send_text
-
-        adapter = next((a for a in self.bot.adapters if a.platform == channel.platform), None)
-        if adapter is None:
-            log.warning(
-                "no %s adapter is running; a post to %s is dropped", channel.platform, channel.key
-            )
-            return None
-        return await send_text(adapter, channel, text, reply_to)
-
-    def mention(self, platform: str, user_id: str, name: str) -> str:
-        """How to name a person so the platform notifies them.
-
-        An adapter may offer ``mention(user_id, name) -> str``; otherwise ``@Name``.
-        """
-        adapter = next((a for a in self.bot.adapters if a.platform == platform), None)
-        method = getattr(adapter, "mention", None)
-        if callable(method):
-            return str(method(user_id, name))
-        return f"@{name}"
-
-
-@dataclass
-class CommandContext:
-    """What a command or message hook receives."""
-
-    inbound: Inbound
-    persona: Resolved
-    store: HistoryStore
-    scheduler: Scheduler | None
-    config: BaseModel | None
-    reply_func: Callable[[str], Awaitable[None]]
-    bot: Any = None
-    replies: list[str] = field(default_factory=list)
-
-    @property
-    def conversation_key(self) -> str:
-        return self.inbound.channel.key
-
-    @property
-    def author_id(self) -> str:
-        """The person as ``platform:user_id``, the form ``[bot] admins`` and the history use."""
-        return self.inbound.author.qualified_id(self.inbound.channel.platform)
-
-    @property
-    def is_admin(self) -> bool:
-        settings = getattr(self.bot, "config", None)
-        if settings is None:
-            return False
-        platform = self.inbound.channel.platform
-        return bool(settings.is_admin(platform, self.inbound.author.id))
-
-    async def reply(self, text: str) -> None:
-        """Answer in the conversation the message came from."""
-        self.replies.append(text)
-        await self.reply_func(text)
-
-    def edit_config(self, change: Callable[[tomlkit.toml_document.TOMLDocument], None]) -> Config:
-        """Change bot.toml and put the result in force; admins only.
-
-        ``change`` edits the parsed document in place (tomlkit keeps the admin's comments
-        and layout). The new text is validated before it replaces the file, so a bad
-        change raises :class:`~llamabot.config.ConfigError` and leaves bot.toml as it was.
-        """
-        if not self.is_admin:
-            raise PermissionError("only the bot's admins can change bot.toml")
-        path = getattr(self.bot, "config_path", None)
-        if path is None:
-            raise RuntimeError("this bot was started without a bot.toml; there is none to change")
-        config = rewrite_config(Path(path), change)
-        self.bot.apply_config(config)
-        return config
-
-
-def rewrite_config(
-    path: Path, change: Callable[[tomlkit.toml_document.TOMLDocument], None]
-) -> Config:
-    """Apply ``change`` to bot.toml with tomlkit, validate, and replace the file atomically."""
-    import tomlkit
-
-    from llamabot.config import parse_config
-
-    document = tomlkit.parse(path.read_text(encoding="utf-8"))
-    change(document)
-    text = tomlkit.dumps(document)
-    config = parse_config(text, path)
-    # A crash mid-write must not leave the admin with half a bot.toml.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temporary, path.stat().st_mode & 0o7777)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return config

@@ -14,21 +14,23 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from llamabot.access import permission_of, permits, refusal
+from llamabot.access import command_refusal, refusal
 from llamabot.adapters.base import Adapter
 from llamabot.config import Config, LimitsSection, Resolved
+from llamabot.context import CommandContext
 from llamabot.conversation import Conversation
 from llamabot.events import Inbound
 from llamabot.flood import FloodControl, OncePer
 from llamabot.metrics import Metrics
 from llamabot.plugin_host import PluginHost, PluginTimeout, guarded
-from llamabot.plugins import Command, CommandContext, UsageError
+from llamabot.plugins import Command, UsageError
 from llamabot.streaming import STOPPED_NOTICE, send_text
 
 log = logging.getLogger(__name__)
 
-ContextFactory = Callable[[Inbound, Adapter, Resolved, str | None], CommandContext]
+ContextFactory = Callable[[Inbound, Adapter, Resolved, str], CommandContext[Any]]
 
 # How often one person hears a "slow down" notice in one conversation.
 FLOOD_NOTICE_EVERY_S = 60.0
@@ -385,7 +387,7 @@ class Router:
     ) -> None:
         config = self._config()
         prefix = config.bot.command_prefix
-        denied = await self._permission_denied(command, inbound, adapter, resolved)
+        denied = await command_refusal(command, inbound, adapter, config, resolved.access)
         if denied is not None:
             await self._notice(inbound, adapter, denied)
             return
@@ -430,41 +432,6 @@ class Router:
                 adapter,
                 f"Sorry, {prefix}{command.name} failed. The admin log has details.",
             )
-
-    async def _permission_denied(
-        self, command: Command, inbound: Inbound, adapter: Adapter, resolved: Resolved
-    ) -> str | None:
-        """Why this person may not run ``command`` here, or ``None`` when they may."""
-        config = self._config()
-        needed = permission_of(command.permission, command.name, resolved.access)
-        if needed == "everyone":
-            return None
-        channel = inbound.channel
-        is_admin = config.is_admin(channel.platform, inbound.author.id)
-        is_moderator = False
-        if not is_admin and needed == "moderator":
-            is_moderator = channel.is_private or await self._is_moderator(inbound, adapter)
-        if permits(needed, is_admin=is_admin, is_moderator=is_moderator):
-            return None
-        name = f"{config.bot.command_prefix}{command.name}"
-        if needed == "admin":
-            return f"Only the bot's admins can use {name}."
-        return f"In a group, only its admins (and the bot's admins) can use {name}."
-
-    async def _is_moderator(self, inbound: Inbound, adapter: Adapter) -> bool:
-        known = inbound.author.is_moderator
-        if known is not None:
-            return known
-        try:
-            return await adapter.is_moderator(inbound.channel, inbound.author.id)
-        except Exception as exc:  # the platform could not say: the safe answer is no
-            log.warning(
-                "could not check whether %s moderates %s: %s",
-                inbound.author.id,
-                inbound.channel.key,
-                exc,
-            )
-            return False
 
     async def _run_message_hooks(
         self, inbound: Inbound, adapter: Adapter, resolved: Resolved

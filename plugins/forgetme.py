@@ -8,10 +8,10 @@ plugin = Plugin("forgetme", description="Deletes everything you said, everywhere
 
 
 @plugin.command("forgetme")
-async def forget_me(ctx: CommandContext) -> None:
+async def forget_me(ctx: CommandContext[None]) -> None:
     """Delete everything you said to the bot, in every conversation."""
-    removed = await ctx.store.forget_author(ctx.author_id)
+    removed = await ctx.history.forget_person(ctx.author_id)
     noun = "message" if removed == 1 else "messages"
-    cancelled = await ctx.scheduler.forget_author(ctx.author_id) if ctx.scheduler else 0
+    cancelled = await ctx.scheduler.forget_person(ctx.author_id)
     jobs = "" if not cancelled else f", and cancelled {cancelled} pending reminder(s)"
     await ctx.reply(f"Deleted {removed} {noun} of yours from every conversation{jobs}.")

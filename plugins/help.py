@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from llamabot import CommandContext, Plugin
-from llamabot.access import permission_of
 
 plugin = Plugin("help", description="Lists the commands you may use.")
 
 
 @plugin.command("help", usage="[command]")
-async def show_help(ctx: CommandContext, command: str = "") -> None:
+async def show_help(ctx: CommandContext[None], command: str = "") -> None:
     """List the commands you may use, or explain one."""
-    prefix = ctx.bot.config.bot.command_prefix
-    access = ctx.persona.access
-    needs = {
-        c.name: permission_of(c.permission, c.name, access) for c in ctx.bot.plugins.commands()
-    }
-    allowed = [c for c in ctx.bot.plugins.commands() if ctx.is_admin or needs[c.name] != "admin"]
+    prefix = ctx.prefix
+    allowed = await ctx.commands.available()
     if command:
         name = command.removeprefix(prefix).lower()
         found = next((c for c in allowed if c.name == name), None)
@@ -30,9 +25,9 @@ async def show_help(ctx: CommandContext, command: str = "") -> None:
         line = found.usage_line(prefix)
         if found.description:
             line += f" — {found.description}"
-        if needs[found.name] == "admin":
+        if found.permission == "admin":
             line += " (admins)"
-        elif needs[found.name] == "moderator" and not ctx.inbound.channel.is_private:
+        elif found.permission == "moderator" and not ctx.channel.is_private:
             line += " (group admins)"
         lines.append(line)
     await ctx.reply("Commands:\n" + "\n".join(lines))

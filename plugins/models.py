@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from llamabot import CommandContext, ConfigError, Plugin, UsageError
-from llamabot.llm.errors import ModelError
+from llamabot import CommandContext, ConfigError, ModelError, Plugin, UsageError
 
 plugin = Plugin("models", description="Lists the models; admins set a persona's model.")
 
 
 @plugin.command("models", usage="[set PERSONA MODEL]")
-async def models(ctx: CommandContext, action: str = "", persona: str = "", model: str = "") -> None:
+async def models(
+    ctx: CommandContext[None], action: str = "", persona: str = "", model: str = ""
+) -> None:
     """List the backend's models, or (admins) set the model of a persona."""
     action = action.lower()
     if action == "" and not persona:
@@ -22,20 +23,20 @@ async def models(ctx: CommandContext, action: str = "", persona: str = "", model
         raise UsageError("say set PERSONA MODEL" if action else "too many arguments")
 
 
-async def _available(ctx: CommandContext) -> list[str] | None:
+async def _available(ctx: CommandContext[None]) -> list[str] | None:
     try:
-        return [info.name for info in await ctx.bot.model.list_models()]
+        return [info.name for info in await ctx.model.list_models()]
     except ModelError as exc:
         await ctx.reply(exc.user_message)
         return None
 
 
-async def _list(ctx: CommandContext) -> None:
+async def _list(ctx: CommandContext[None]) -> None:
     names = await _available(ctx)
     if names is None:
         return
     users: dict[str, list[str]] = {}
-    for key, value in sorted(ctx.bot.config.personas.items()):
+    for key, value in sorted(ctx.bot_config.personas.items()):
         users.setdefault(value.model, []).append(key)
     if not names:
         await ctx.reply("The model backend has no models.")
@@ -48,13 +49,13 @@ async def _list(ctx: CommandContext) -> None:
     await ctx.reply("Models:\n" + "\n".join(lines))
 
 
-async def _set(ctx: CommandContext, persona: str, model: str) -> None:
-    prefix = ctx.bot.config.bot.command_prefix
+async def _set(ctx: CommandContext[None], persona: str, model: str) -> None:
+    prefix = ctx.prefix
     if not ctx.is_admin:
         await ctx.reply(f"Only the bot's admins can use {prefix}models set.")
         return
-    if persona not in ctx.bot.config.personas:
-        known = ", ".join(sorted(ctx.bot.config.personas))
+    if persona not in ctx.bot_config.personas:
+        known = ", ".join(sorted(ctx.bot_config.personas))
         await ctx.reply(f"There is no persona {persona!r}. Personas: {known}")
         return
     names = await _available(ctx)
@@ -73,7 +74,7 @@ async def _set(ctx: CommandContext, persona: str, model: str) -> None:
         table["model"] = model
 
     try:
-        ctx.edit_config(change)
+        ctx.admin.edit(change)
     except KeyError:
         await ctx.reply(
             f"The persona {persona} is a built-in default; add [personas.{persona}] to "

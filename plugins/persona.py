@@ -13,17 +13,17 @@ plugin = Plugin("persona", description="Shows, lists and (admins) sets the perso
 
 
 @plugin.command("persona", usage="[list | set NAME]")
-async def persona(ctx: CommandContext, action: str = "", name: str = "") -> None:
+async def persona(ctx: CommandContext[None], action: str = "", name: str = "") -> None:
     """Show this conversation's persona, list them, or (admins) set it."""
-    personas = ctx.bot.config.personas
+    personas = ctx.bot_config.personas
     current = ctx.persona.name
     action = action.lower()
     if action == "" and not name:
-        model = ctx.bot.model.served_model(ctx.persona.persona.model)
+        model = ctx.model.served_model(ctx.persona.persona.model)
         await ctx.reply(f"This conversation uses the persona {current} (model {model}).")
     elif action == "list" and not name:
         lines = [
-            f"{key} — {ctx.bot.model.served_model(value.model)}"
+            f"{key} — {ctx.model.served_model(value.model)}"
             + (" (this conversation)" if key == current else "")
             for key, value in sorted(personas.items())
         ]
@@ -34,17 +34,17 @@ async def persona(ctx: CommandContext, action: str = "", name: str = "") -> None
         raise UsageError("say list, or set NAME" if action else "too many arguments")
 
 
-async def _set(ctx: CommandContext, name: str) -> None:
-    prefix = ctx.bot.config.bot.command_prefix
+async def _set(ctx: CommandContext[None], name: str) -> None:
+    prefix = ctx.prefix
     if not ctx.is_admin:
         await ctx.reply(f"Only the bot's admins can use {prefix}persona set.")
         return
-    personas = ctx.bot.config.personas
+    personas = ctx.bot_config.personas
     if name not in personas:
         known = ", ".join(sorted(personas))
         await ctx.reply(f"There is no persona {name!r}. Define [personas.{name}] or use: {known}")
         return
-    channel = ctx.inbound.channel
+    channel = ctx.channel
     # Keep answering unaddressed messages where a broader binding said so.
     keep_always = not channel.is_private and ctx.persona.respond == "always"
 
@@ -52,7 +52,7 @@ async def _set(ctx: CommandContext, name: str) -> None:
         _bind(document, channel, name, keep_always, ctx.author_id)
 
     try:
-        ctx.edit_config(bind)
+        ctx.admin.edit(bind)
     except ConfigError as exc:
         await ctx.reply("bot.toml was left as it was: " + "; ".join(exc.problems))
         return

@@ -12,8 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llamabot import ChannelRef, CommandContext, Plugin, UsageError
-from llamabot.plugins import JobContext
+from llamabot import ChannelRef, CommandContext, JobContext, Plugin, UsageError, parse_duration
 
 
 class Settings(BaseModel):
@@ -30,8 +29,6 @@ plugin = Plugin("remind", description="Reminders, also across restarts.", config
 
 WHEN = "10m, 2h30m, 18:00 or 2026-12-24 18:00"
 _DURATION = re.compile(r"(?:\d+[wdhms])+")
-_PART = re.compile(r"(\d+)([wdhms])")
-_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _CLOCK = re.compile(r"\d{1,2}:\d{2}")
 _FARTHEST = timedelta(days=3660)
@@ -47,10 +44,7 @@ def parse_when(words: list[str], now: datetime) -> tuple[datetime, int]:
     first = words[0].lower() if words else ""
     try:
         if _DURATION.fullmatch(first):
-            amounts: dict[str, int] = {}
-            for number, unit in _PART.findall(first):
-                amounts[_UNITS[unit]] = amounts.get(_UNITS[unit], 0) + int(number)
-            delay = timedelta(**amounts)
+            delay = parse_duration(first)
             if not delay:
                 raise UsageError("a reminder needs a delay of at least 1s")
             return (now.astimezone(UTC) + delay).astimezone(now.tzinfo), 1
@@ -95,32 +89,36 @@ def _describe(due: datetime, now: datetime) -> str:
 
 
 @plugin.command("remind", usage="<when> <text>")
-async def remind(ctx: CommandContext, *words: str) -> None:
+async def remind(ctx: CommandContext[Settings], *words: str) -> None:
     """Remind you: /remind 10m stretch, /remind 2026-12-24 18:00 presents."""
-    scheduler = ctx.scheduler
-    if scheduler is None:
+    if not ctx.scheduler.available:
         await ctx.reply("Reminders are unavailable: this bot runs without a scheduler.")
         return
-    settings = ctx.config if isinstance(ctx.config, Settings) else Settings()
-    now = datetime.now(scheduler.timezone)
+    now = datetime.now(ctx.scheduler.timezone)
     due, used = parse_when(list(words), now)
-    text = _rest(ctx.inbound.text, used, words)
+    text = _rest(ctx.message.text, used, words)
     if not text:
         raise UsageError("what should I remind you of?")
+    await ctx.reply(await set_reminder(ctx, due, text, now))
+
+
+async def set_reminder(
+    ctx: CommandContext[Settings], due: datetime, text: str, now: datetime
+) -> str:
+    """Schedule ``text`` for the person asking at ``due``; what to tell them."""
     if _instant(due) <= _instant(now):
-        await ctx.reply(f"{due:%Y-%m-%d %H:%M} has passed; say a time in the future.")
-        return
+        return f"{due:%Y-%m-%d %H:%M} has passed; say a time in the future."
     if _instant(due) - _instant(now) > _FARTHEST:
-        await ctx.reply("That is too far ahead; reminders reach at most ten years.")
-        return
-    mine = [job for job in await scheduler.pending(deliver) if job.data["author"] == ctx.author_id]
-    if len(mine) >= settings.max_per_person:
-        await ctx.reply(
+        return "That is too far ahead; reminders reach at most ten years."
+    mine = [
+        job for job in await ctx.scheduler.pending(deliver) if job.data["author"] == ctx.author_id
+    ]
+    if len(mine) >= ctx.config.max_per_person:
+        return (
             f"You have {len(mine)} reminders pending, the most allowed; "
-            f"cancel one with {ctx.bot.config.bot.command_prefix}unremind ID first."
+            f"cancel one with {ctx.prefix}unremind ID first."
         )
-        return
-    channel = ctx.inbound.channel
+    channel = ctx.channel
     data = {
         "platform": channel.platform,
         "chat_id": channel.chat_id,
@@ -128,17 +126,17 @@ async def remind(ctx: CommandContext, *words: str) -> None:
         "guild_id": channel.guild_id,
         "is_private": channel.is_private,
         "author": ctx.author_id,
-        "user_id": ctx.inbound.author.id,
-        "name": ctx.inbound.author.name,
-        "message_id": ctx.inbound.message_id,
+        "user_id": ctx.author.id,
+        "name": ctx.author.name,
+        "message_id": ctx.message.message_id,
         "text": text,
         "due": due.isoformat(),
     }
-    job = await scheduler.run_at(due, deliver, data, grace_s=int(settings.late_hours * 3600))
-    prefix = ctx.bot.config.bot.command_prefix
-    await ctx.reply(
+    grace_s = int(ctx.config.late_hours * 3600)
+    job = await ctx.scheduler.run_at(due, deliver, data, grace_s=grace_s)
+    return (
         f"OK, I'll remind you {_describe(due, now)}. "
-        f"Reminder {job.id}; cancel it with {prefix}unremind {job.id}."
+        f"Reminder {job.id}; cancel it with {ctx.prefix}unremind {job.id}."
     )
 
 
@@ -151,13 +149,13 @@ def _rest(message: str, used: int, words: tuple[str, ...]) -> str:
 
 
 @plugin.command("reminders")
-async def reminders(ctx: CommandContext) -> None:
+async def reminders(ctx: CommandContext[Settings]) -> None:
     """List your pending reminders."""
-    if ctx.scheduler is None:
+    if not ctx.scheduler.available:
         await ctx.reply("Reminders are unavailable: this bot runs without a scheduler.")
         return
     mine = [j for j in await ctx.scheduler.pending(deliver) if j.data["author"] == ctx.author_id]
-    channel = ctx.inbound.channel
+    channel = ctx.channel
     # In a group, reminders set elsewhere (perhaps in a private chat) stay private.
     here = [
         j
@@ -175,29 +173,27 @@ async def reminders(ctx: CommandContext) -> None:
         for job in here
     ]
     if elsewhere:
-        prefix = ctx.bot.config.bot.command_prefix
-        lines.append(f"…and {elsewhere} set in other chats; send {prefix}reminders privately.")
+        lines.append(f"…and {elsewhere} set in other chats; send {ctx.prefix}reminders privately.")
     await ctx.reply("Your reminders:\n" + "\n".join(lines))
 
 
 @plugin.command("unremind", usage="<id>")
-async def unremind(ctx: CommandContext, reminder_id: str) -> None:
+async def unremind(ctx: CommandContext[Settings], reminder_id: str) -> None:
     """Cancel one of your reminders."""
-    if ctx.scheduler is None:
+    if not ctx.scheduler.available:
         await ctx.reply("Reminders are unavailable: this bot runs without a scheduler.")
         return
     wanted = reminder_id.lower()
     mine = [j for j in await ctx.scheduler.pending(deliver) if j.data["author"] == ctx.author_id]
     # Someone else's reminder looks the same as none at all: ids are not secrets, texts are.
     if not any(job.id == wanted for job in mine) or not await ctx.scheduler.cancel(deliver, wanted):
-        prefix = ctx.bot.config.bot.command_prefix
-        await ctx.reply(f"You have no reminder {reminder_id}; {prefix}reminders lists yours.")
+        await ctx.reply(f"You have no reminder {reminder_id}; {ctx.prefix}reminders lists yours.")
         return
     await ctx.reply(f"Cancelled reminder {wanted}.")
 
 
 @plugin.task
-async def deliver(ctx: JobContext, data: dict[str, Any]) -> None:
+async def deliver(ctx: JobContext[Settings], data: dict[str, Any]) -> None:
     """Post a due reminder where it was set, naming the person."""
     channel = ChannelRef(
         platform=data["platform"],

@@ -12,10 +12,9 @@ plugin = Plugin("reset", description="Forgets this conversation's history.")
 
 
 @plugin.command("reset", permission="moderator")
-async def reset(ctx: CommandContext) -> None:
+async def reset(ctx: CommandContext[None]) -> None:
     """Forget this conversation's history; the model starts fresh."""
-    conversation = await ctx.store.conversation_id(ctx.inbound.channel)
-    removed = await ctx.store.clear(conversation)
+    removed = await ctx.history.clear()
     if removed:
         noun = "message" if removed == 1 else "messages"
         await ctx.reply(f"Forgot {removed} {noun} of this conversation. The model starts fresh.")

@@ -8,10 +8,9 @@ plugin = Plugin("start", description="Greets a new chat.")
 
 
 @plugin.command("start")
-async def start(ctx: CommandContext) -> None:
+async def start(ctx: CommandContext[None]) -> None:
     """Say hello and how to find the commands."""
-    settings = ctx.bot.config.bot
     await ctx.reply(
-        f"Hi, I'm {settings.name}. Just write to me, and I'll answer. "
-        f"Send {settings.command_prefix}help for my commands."
+        f"Hi, I'm {ctx.bot_config.bot.name}. Just write to me, and I'll answer. "
+        f"Send {ctx.prefix}help for my commands."
     )

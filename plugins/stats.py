@@ -6,8 +6,7 @@ figures of every conversation.
 
 from __future__ import annotations
 
-from llamabot import CommandContext, Plugin
-from llamabot.storage.stats import Usage, usage
+from llamabot import CommandContext, Plugin, Usage
 
 plugin = Plugin("stats", description="Shows how much the bot was used.")
 
@@ -21,18 +20,17 @@ def _describe(figures: Usage) -> str:
 
 
 @plugin.command("stats")
-async def stats(ctx: CommandContext) -> None:
+async def stats(ctx: CommandContext[None]) -> None:
     """Messages, tokens and median reply time: here, yours, and (admins) overall."""
-    conversation = await ctx.store.conversation_id(ctx.inbound.channel)
-    here = await usage(ctx.store, conversation)
+    here = await ctx.history.usage()
     lines = [f"This conversation: {_describe(here)}."]
     if ctx.is_admin:
-        overall = await usage(ctx.store)
+        overall = await ctx.history.usage_everywhere()
         lines.append(
             f"Overall ({overall.conversations:,} conversation"
             f"{'' if overall.conversations == 1 else 's'}): {_describe(overall)}."
         )
     else:
-        yours = await usage(ctx.store, author_id=ctx.author_id)
+        yours = await ctx.history.usage_everywhere(author_id=ctx.author_id)
         lines.append(f"Your messages, everywhere: {_describe(yours)}.")
     await ctx.reply("\n".join(lines))

@@ -19,7 +19,6 @@ from llamabot.config import Config, DiscordSection
 from llamabot.errors import StartupError
 from llamabot.events import ChannelRef
 from llamabot.llm import ChatMessage, GenerationOptions
-from llamabot.plugins import JobContext
 from tests.fakes.discord import FakeChannel, FakeDiscord, FakeGuild, FakeMessage, FakeUser
 from tests.fakes.model import ScriptedModel
 
@@ -695,7 +694,7 @@ async def test_a_mention_the_bot_writes_itself_pings_once_and_the_model_never(
     model = ScriptedModel(reply=lambda call: said)
     channel = world.general.id
     async with running(world, make_config, model, tmp_path) as bot:
-        jobs = JobContext(bot=bot, plugin="remind")
+        jobs = bot.contexts.for_job("remind")
         who = jobs.mention("discord", str(world.bob.id), "Bob")
         assert who == bob
         target = ChannelRef("discord", str(channel), guild_id=str(world.guild.id))

@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
+from llamabot import CommandContext, Plugin
 from llamabot.app import Bot
 from llamabot.config import Config
 from llamabot.plugin_host import PluginHost
-from llamabot.plugins import CommandContext, Plugin
 from tests.conftest import BASE_TOML, MakeConfig
 from tests.fakes.chat import RecordingAdapter
 from tests.fakes.model import ScriptedModel
@@ -145,7 +145,7 @@ async def test_a_command_cooldown_tells_the_person_to_wait(
 ) -> None:
     plugin = Plugin("ping")
 
-    @plugin.command("ping", cooldown_s=60)
+    @plugin.command("ping", cooldown="1m")
     async def ping(ctx: CommandContext) -> None:
         await ctx.reply("pong")
 

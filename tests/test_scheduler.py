@@ -15,11 +15,11 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 
+from llamabot import JobContext, Plugin
 from llamabot.app import Bot
 from llamabot.config import Config
 from llamabot.errors import StartupError
 from llamabot.plugin_host import PluginHost
-from llamabot.plugins import JobContext, Plugin
 from llamabot.scheduler import Scheduler
 from llamabot.storage.engine import sync_url
 from tests.conftest import MakeConfig

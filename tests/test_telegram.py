@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
+from llamabot import CommandContext, Plugin
 from llamabot.adapters import telegram as telegram_adapter
 from llamabot.adapters.base import BotHandle, CommandSpec
 from llamabot.adapters.telegram import TelegramAdapter
@@ -29,7 +30,6 @@ from llamabot.events import ChannelRef, Inbound
 from llamabot.llm import ChatMessage, GenerationOptions
 from llamabot.metrics import Metrics
 from llamabot.plugin_host import PluginHost
-from llamabot.plugins import CommandContext, Plugin
 from tests.conftest import MakeConfig
 from tests.fakes.model import ScriptedModel
 from tests.fakes.telegram import CUT, FakeTelegram, Message, user
@@ -263,8 +263,8 @@ def memory_plugin(seen: list[str]) -> PluginHost:
 
     @plugin.command("reset", description="Forget this conversation.")
     async def reset(ctx: CommandContext, *words: str) -> None:
-        seen.append(ctx.inbound.text)
-        await ctx.reply_func("History cleared.")
+        seen.append(ctx.message.text)
+        await ctx.reply("History cleared.")
 
     host = PluginHost()
     host.add(plugin, "tests", Config())

@@ -92,6 +92,11 @@ class Adapter(Protocol):
 
     async def typing(self, to: ChannelRef) -> None: ...
 
+    def mention(self, user_id: str, name: str) -> str:
+        """How to name a person in text the bot writes itself (a reminder) so that the
+        platform notifies them."""
+        ...
+
     async def is_moderator(self, channel: ChannelRef, user_id: str) -> bool:
         """Whether the person administers this server or group (asked only when a command
         needs it and the adapter could not tell when it built the ``Inbound``)."""

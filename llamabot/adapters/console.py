@@ -156,6 +156,9 @@ class ConsoleAdapter:
     async def is_moderator(self, channel: ChannelRef, user_id: str) -> bool:
         return True  # the terminal is the admin's own
 
+    def mention(self, user_id: str, name: str) -> str:
+        return name  # one person at the terminal: no one to notify but them
+
     def _say_unprompted(self, text: str) -> None:
         """A message that answers no line of the person's (a reminder, a job's post)."""
         if self._jsonl:

@@ -68,6 +68,9 @@ class RecordingAdapter:
     async def is_moderator(self, channel: ChannelRef, user_id: str) -> bool:
         return user_id in self.moderators
 
+    def mention(self, user_id: str, name: str) -> str:
+        return f"@{name}"
+
     def messages_in(self, key: str) -> list[str]:
         """The current text of every message in a channel, in the order they were sent."""
         sent = {c.message_id for c in self.calls if c.kind == "send" and c.channel == key}

@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from llamabot import JobContext, Plugin
 from llamabot.app import Bot
 from llamabot.config import parse_config
 from llamabot.plugin_host import PluginHost
-from llamabot.plugins import JobContext, Plugin
 from tests.fakes.model import ScriptedModel
 
 plugin = Plugin("lead")

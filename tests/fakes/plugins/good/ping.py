@@ -19,7 +19,7 @@ async def add(ctx: CommandContext, a: int, b: int) -> None:
     await ctx.reply(str(a + b))
 
 
-@plugin.command("shutdown", admin=True)
+@plugin.command("shutdown", permission="admin")
 async def shutdown(ctx: CommandContext) -> None:
     """Pretend to do something only admins may."""
     await ctx.reply("shutting down (not really)")

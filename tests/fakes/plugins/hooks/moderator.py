@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from llamabot import ChannelRef, CommandContext, Plugin
-from llamabot.plugins import JobContext
+from llamabot import ChannelRef, CommandContext, JobContext, Plugin
 
 plugin = Plugin("moderator")
 
@@ -12,7 +11,7 @@ LOG = ChannelRef("console", "log")
 
 @plugin.on_message
 async def intercept(ctx: CommandContext) -> bool:
-    if "secret" in ctx.inbound.text:
+    if "secret" in ctx.message.text:
         await ctx.reply("I won't pass that on to the model.")
         return True
     return False

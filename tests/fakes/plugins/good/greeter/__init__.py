@@ -21,4 +21,4 @@ async def greet(ctx: CommandContext, name: str = "") -> None:
     """Greet someone."""
     settings = ctx.config
     assert isinstance(settings, Settings)
-    await ctx.reply(greeting(settings.greeting, name or ctx.inbound.author.name))
+    await ctx.reply(greeting(settings.greeting, name or ctx.message.author.name))
