@@ -247,6 +247,7 @@ class Bot:
             store=self._store,
             limiter=limiter,
             metrics=self.metrics,
+            tools=contexts.tools_for,
         )
         self._router = Router(
             config=lambda: self._config,

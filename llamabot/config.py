@@ -151,6 +151,9 @@ class Persona(Section):
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
     keep_alive: str | None = None
+    # The tools (by name, from plugins) the model may call when answering as this persona;
+    # none by default. A model without tool support is offered none.
+    tools: list[str] = Field(default_factory=list)
 
     def options(self) -> GenerationOptions:
         """The persona's sampling options for the model backend."""
@@ -278,6 +281,18 @@ class MetricsSection(Section):
     listen: str = ""
 
 
+class ToolsSection(Section):
+    """``[tools]``: how the model's tool calls run (which tools: ``[personas.NAME] tools``)."""
+
+    # Rounds of tool calls in one reply; after the last, the model must answer in words.
+    max_rounds: int = Field(default=4, ge=1, le=32)
+    # One call running longer is cancelled; the model is told it timed out.
+    timeout_s: float = Field(default=15.0, gt=0)
+    # The line shown while a tool runs ("🔧 time()"): removed once the answer comes
+    # ("while_running"), left in the reply ("keep"), or never shown ("never").
+    show_calls: Literal["while_running", "keep", "never"] = "while_running"
+
+
 class PluginsSection(BaseModel):
     """``[plugins]``; any other table under it is a plugin's own config slice."""
 
@@ -340,6 +355,7 @@ class Config(Section):
     discord: DiscordSection = Field(default_factory=DiscordSection)
     telegram: TelegramSection = Field(default_factory=TelegramSection)
     plugins: PluginsSection = Field(default_factory=PluginsSection)
+    tools: ToolsSection = Field(default_factory=ToolsSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
     access: AccessSection = Field(default_factory=AccessSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)

@@ -26,6 +26,7 @@ from llamabot.services import (
     PluginScheduler,
 )
 from llamabot.streaming import send_text
+from llamabot.tools import TurnTools
 
 if TYPE_CHECKING:
     from llamabot.adapters.base import Adapter
@@ -177,6 +178,18 @@ class PluginContexts:
     ) -> CommandContext[Any]:
         """The context of a command or hook of ``plugin`` handling ``inbound``."""
         return CommandContext(self, plugin, inbound, adapter, resolved)
+
+    def tools_for(self, inbound: Inbound, adapter: Adapter, resolved: Resolved) -> TurnTools:
+        """The tools the reply to ``inbound`` may call: the persona's, less admin-only
+        ones on the turn of someone who is not an admin."""
+        config = self.config()
+        is_admin = config.is_admin(inbound.channel.platform, inbound.author.id)
+        tools = self.plugins.tools.for_turn(resolved.persona.tools, is_admin=is_admin)
+        return TurnTools(
+            tools,
+            lambda plugin: self.for_message(inbound, adapter, resolved, plugin),
+            config.tools.timeout_s,
+        )
 
     def adapter_for(self, platform: str) -> Adapter | None:
         return next((a for a in self.adapters() if a.platform == platform), None)

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from llamabot.adapters.base import Adapter
 from llamabot.config import Config, Resolved
 from llamabot.events import Inbound
-from llamabot.llm.base import ChatModel
+from llamabot.llm.base import ChatMessage, ChatModel, ToolCall
 from llamabot.llm.errors import ModelError, ReplyCut
 from llamabot.metrics import Metrics
 from llamabot.storage.history import HistoryStore, NewMessage
 from llamabot.streaming import RESTART_NOTICE, STOPPED_NOTICE, ReplyStream, send_text
-from llamabot.window import build_window, speaker_line
+from llamabot.tools import TurnTools, describe_call
+from llamabot.window import build_window, calls_to_store, speaker_line
 
 log = logging.getLogger(__name__)
+
+# Makes the tools one reply may call (see PluginContexts.tools_for).
+ToolsFor = Callable[[Inbound, Adapter, Resolved], TurnTools]
 
 # Room kept for the answer when the persona does not set num_predict.
 DEFAULT_ANSWER_TOKENS = 512
@@ -63,12 +68,14 @@ class Conversation:
         store: HistoryStore,
         limiter: asyncio.Semaphore,
         metrics: Metrics | None = None,
+        tools: ToolsFor | None = None,
     ) -> None:
         self._config = config
         self._model = model
         self._store = store
         self._limiter = limiter
         self._metrics = metrics or Metrics("")
+        self._tools = tools
 
     async def respond(self, inbound: Inbound, adapter: Adapter, resolved: Resolved) -> str | None:
         """Stream an answer to ``inbound`` into its channel; returns the stored reply text."""
@@ -105,7 +112,10 @@ class Conversation:
                 channel.key,
             )
             return None
-        messages = build_window(persona.prompt, turns, private=channel.is_private)
+        tools = await self._tools_for(inbound, adapter, resolved)
+        messages = build_window(
+            persona.prompt, turns, private=channel.is_private, tools=tools is not None
+        )
 
         reply = ReplyStream(adapter, channel, inbound.message_id)
         reply.start()
@@ -113,27 +123,61 @@ class Conversation:
         asked: float | None = None  # when the model had a free slot and was asked
         first: float | None = None
         status, notice = "ok", ""
+        said: list[str] = []  # the model's own text (kept tool lines are not)
+        tool_turns: list[NewMessage] = []
         try:
-            async with self._limiter:
-                asked = time.monotonic()
-                stream = self._model.stream_chat(persona.model, messages, persona.options())
-                async with contextlib.aclosing(stream):  # type: ignore[type-var]
-                    async for delta in stream:
-                        if first is None:
-                            first = time.monotonic()
-                        reply.feed(delta)
+            rounds = 0
+            while True:
+                offered = (
+                    tools.specs if tools is not None and rounds < config.tools.max_rounds else []
+                )
+                calls: list[ToolCall] = []
+                start = len(said)
+                async with self._limiter:
+                    asked = asked or time.monotonic()
+                    # Without tools, the call a ChatModel written before tools knows.
+                    stream = (
+                        self._model.stream_chat(
+                            persona.model, messages, persona.options(), tools=offered
+                        )
+                        if offered
+                        else self._model.stream_chat(persona.model, messages, persona.options())
+                    )
+                    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+                        async for delta in stream:
+                            if isinstance(delta, str):
+                                if first is None:
+                                    first = time.monotonic()
+                                said.append(delta)
+                                reply.feed(delta)
+                            elif offered:
+                                calls.append(delta)
+                if not calls or tools is None:
+                    break
+                rounds += 1
+                text = "".join(said[start:])
+                messages.append(ChatMessage("assistant", text, tool_calls=tuple(calls)))
+                tool_turns.append(self._calls_turn(resolved, text, calls))
+                for call in calls:
+                    result = await self._run_call(tools, call, reply, config.tools.show_calls)
+                    messages.append(
+                        ChatMessage("tool", result, tool_name=call.name, tool_call_id=call.id)
+                    )
+                    tool_turns.append(self._result_turn(resolved, call, result))
         except ModelError as exc:
             level = logging.INFO if isinstance(exc, ReplyCut) else logging.WARNING
             log.log(level, "reply in %s ended early: %s", channel.key, exc)
             status, notice = _ended_early(exc, reply.text)
         except asyncio.CancelledError as exc:
             await reply.cancel(STOPPED_NOTICE if exc.args == (STOPPED_NOTICE,) else RESTART_NOTICE)
-            await self._store_reply(conversation_id, resolved, reply.text, "interrupted", None, 0)
+            await self._store_reply(
+                conversation_id, resolved, reply.text, "interrupted", None, 0, tool_turns
+            )
             raise
         except Exception as exc:
             log.exception("reply in %s failed unexpectedly", channel.key)
             status, notice = _ended_early(UnexpectedFailure(repr(exc)), reply.text)
-        answer = reply.text
+        answer = "".join(said)
         if status == "ok" and not answer.strip():
             status, notice = "failed", EMPTY_REPLY
         await reply.finish(notice)
@@ -143,7 +187,7 @@ class Conversation:
         elapsed_ms = int((done - started) * 1000)
         first_id = reply.messages[0].message_id if reply.messages else None
         tokens = await self._store_reply(
-            conversation_id, resolved, answer, status, first_id, elapsed_ms
+            conversation_id, resolved, answer, status, first_id, elapsed_ms, tool_turns
         )
         if self._metrics.enabled and asked is not None:
             self._metrics.replied(
@@ -158,6 +202,58 @@ class Conversation:
             )
         return answer if status == "ok" else None
 
+    async def _tools_for(
+        self, inbound: Inbound, adapter: Adapter, resolved: Resolved
+    ) -> TurnTools | None:
+        """The tools this reply may offer the model: none when the persona lists none,
+        none of them exists for this person, or the model cannot call tools."""
+        if self._tools is None or not resolved.persona.tools:
+            return None
+        tools = self._tools(inbound, adapter, resolved)
+        if not tools.tools:
+            return None
+        try:
+            able = await self._model.supports_tools(resolved.persona.model)
+        except Exception as exc:  # cannot tell: answer without tools rather than not at all
+            log.warning("could not learn whether %s calls tools: %s", resolved.persona.model, exc)
+            able = False
+        return tools if able else None
+
+    async def _run_call(
+        self, tools: TurnTools, call: ToolCall, reply: ReplyStream, show: str
+    ) -> str:
+        """Run one tool call, showing a line for it as ``[tools] show_calls`` says."""
+        line = describe_call(call.name, call.arguments)
+        if show == "keep":
+            reply.feed(("\n" if reply.text and not reply.text.endswith("\n") else "") + line + "\n")
+        elif show == "while_running":
+            reply.set_status(line)
+        try:
+            return await tools.call(call.name, call.arguments)
+        finally:
+            reply.set_status(None)
+
+    def _calls_turn(self, resolved: Resolved, text: str, calls: list[ToolCall]) -> NewMessage:
+        stored = calls_to_store(calls)
+        return NewMessage(
+            role="assistant",
+            content=text,
+            tokens=self._model.count_tokens(text + stored),
+            persona=resolved.name,
+            model=self._model.served_model(resolved.persona.model),
+            tool_calls=stored,
+        )
+
+    def _result_turn(self, resolved: Resolved, call: ToolCall, result: str) -> NewMessage:
+        return NewMessage(
+            role="tool",
+            content=result,
+            tokens=self._model.count_tokens(result),
+            persona=resolved.name,
+            tool_name=call.name,
+            tool_call_id=call.id,
+        )
+
     async def _store_reply(
         self,
         conversation_id: int,
@@ -166,13 +262,19 @@ class Conversation:
         status: str,
         message_id: str | None,
         reply_ms: int,
+        tool_turns: Sequence[NewMessage] = (),
     ) -> int:
-        """Store the reply; returns its length in tokens."""
+        """Store the reply, after the tool calls and results that led to it (with its
+        status: a failed reply's tool turns never enter a window); returns its tokens."""
+        before = [dataclasses.replace(turn, status=status) for turn in tool_turns]
         if not text.strip() and status != "ok":
+            if before:
+                await self._store.append(conversation_id, *before)
             return 0  # nothing was said; the person's message alone records the attempt
         tokens = self._model.count_tokens(text)
         await self._store.append(
             conversation_id,
+            *before,
             NewMessage(
                 role="assistant",
                 content=text,

@@ -93,6 +93,8 @@ async def _backend(config: Config, path: Path) -> list[Check]:
                 checks.append(
                     Check(f"persona {persona_name}", True, f"model {persona.model}{also}")
                 )
+            if persona.tools and health.ok and not lacking:
+                checks.append(await _tools(model, persona_name, persona.model, persona.tools, path))
         if health.ok:
             checks.append(await _generation(model, config))
         return checks
@@ -111,7 +113,8 @@ async def _generation(model: ChatModel, config: Config) -> Check:
     try:
         async with asyncio.timeout(PROBE_TIMEOUT_S):
             async for delta in model.stream_chat(persona.model, messages, options):
-                pieces.append(delta)
+                if isinstance(delta, str):
+                    pieces.append(delta)
     except ReplyCut:
         pass  # the probe asks for a few tokens only
     except TimeoutError:
@@ -127,6 +130,33 @@ async def _generation(model: ChatModel, config: Config) -> Check:
         return Check("generation", False, f"{served} answered with nothing; try another model")
     elapsed = time.monotonic() - started
     return Check("generation", True, f"{served} answered {len(pieces)} piece(s) in {elapsed:.1f} s")
+
+
+async def _tools(
+    model: ChatModel, persona: str, model_name: str, wanted: list[str], path: Path
+) -> Check:
+    """Whether the persona's tools exist and its model can call them."""
+    from llamabot.plugin_loader import load_plugins
+
+    name = f"persona {persona} tools"
+    config = load_config(path)
+    known = load_plugins(config, path.parent).tools.names()
+    unknown = [tool for tool in wanted if tool not in known]
+    if unknown:
+        return Check(
+            name,
+            False,
+            f"no loaded plugin offers {', '.join(unknown)}; the tools on offer: "
+            f"{', '.join(known) or 'none'}",
+        )
+    if not await model.supports_tools(model_name):
+        return Check(
+            name,
+            False,
+            f"model {model_name} cannot call tools, so none are offered; choose a model "
+            "whose capabilities list tools (`ollama show MODEL`)",
+        )
+    return Check(name, True, ", ".join(wanted))
 
 
 def _tokens(config: Config) -> list[Check]:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from llamabot.config import Config
 from llamabot.errors import StartupError
 from llamabot.plugins import Command, Plugin
+from llamabot.tools import ToolRegistry
 
 if TYPE_CHECKING:
     from llamabot.context import JobContext
@@ -67,6 +68,7 @@ class PluginHost:
 
     loaded: list[LoadedPlugin] = field(default_factory=list)
     failures: list[PluginFailure] = field(default_factory=list)
+    tools: ToolRegistry = field(default_factory=ToolRegistry)
     _commands: dict[str, Command] = field(default_factory=dict)
 
     def add(self, plugin: Plugin, source: str, config: Config) -> None:
@@ -85,12 +87,22 @@ class PluginHost:
                     f"({self.source_of(other.plugin)}) and {plugin.name!r} ({source}); "
                     "disable one in [plugins] disabled"
                 )
+        for tool in plugin.tools:
+            offered = self.tools.get(tool.name)
+            if offered is not None:
+                raise StartupError(
+                    f"two plugins offer the tool {tool.name!r}: {offered.plugin!r} "
+                    f"({self.source_of(offered.plugin)}) and {plugin.name!r} ({source}); "
+                    "disable one in [plugins] disabled"
+                )
         try:
             settings = _settings(plugin, config)
         except ValueError as exc:
             raise StartupError(f"{exc} in bot.toml") from None
         for command in plugin.commands:
             self._commands[command.name] = command
+        for tool in plugin.tools:
+            self.tools.add(tool)
         self.loaded.append(LoadedPlugin(plugin, source, settings))
 
     def reconfigure(self, config: Config) -> None:

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from typing_extensions import TypeVar
 
 from llamabot.durations import seconds
+from llamabot.tools import Tool, ToolPermission, tool_from_function
 
 if TYPE_CHECKING:
     from llamabot.config import Permission
@@ -147,6 +148,7 @@ class Plugin(Generic[C]):
         self.tasks: list[Callable[..., Awaitable[None]]] = []
         self.start_hooks: list[Callable[..., Awaitable[None]]] = []
         self.stop_hooks: list[Callable[..., Awaitable[None]]] = []
+        self.tools: list[Tool] = []
 
     def command(
         self,
@@ -194,6 +196,36 @@ class Plugin(Generic[C]):
                     where=where,
                 )
             )
+            return func
+
+        return register
+
+    def tool(
+        self,
+        name: str | None = None,
+        *,
+        description: str | None = None,
+        permission: ToolPermission = "everyone",
+    ) -> Callable[[F], F]:
+        """Offer ``async def tool(ctx: CommandContext, ...) -> str`` to the model.
+
+        The parameters after ``ctx`` are the tool's arguments: their annotations make the
+        JSON schema the model sees, and the model's arguments are validated against it.
+        The docstring's first paragraph describes the tool; an ``Args:`` section
+        describes each argument. ``ctx`` is the context of the message being answered,
+        so a tool acts for the person who asked. A persona offers a tool only when
+        bot.toml lists it (``[personas.NAME] tools = ["name"]``); ``permission="admin"``
+        offers it on admins' turns only. The result is text, or anything JSON encodes;
+        an exception becomes an error result the model reads.
+        """
+
+        def register(func: F) -> F:
+            made = tool_from_function(
+                func, name=name, description=description, permission=permission, plugin=self.name
+            )
+            if any(t.name == made.name for t in self.tools):
+                raise ValueError(f"plugin {self.name!r} registers the tool {made.name} twice")
+            self.tools.append(made)
             return func
 
         return register

@@ -186,7 +186,8 @@ class ModelAccess:
             stream = self._model.stream_chat(chosen.model, messages, chosen.options())
             async with contextlib.aclosing(stream):  # type: ignore[type-var]
                 async for delta in stream:
-                    yield delta
+                    if isinstance(delta, str):  # no tools were offered
+                        yield delta
 
     async def list_models(self) -> list[ModelInfo]:
         """The models the backend can serve."""

@@ -149,6 +149,8 @@ class ReplyStream:
         self._carry = ""  # text to begin the next message with (a reopened code fence)
         self._live: SentMessage | None = None
         self._live_shown = ""
+        self._live_status = ""  # the status line at the end of _live_shown, if any
+        self._status = ""
         self._last_edit = 0.0
         self._dirty = asyncio.Event()
         self._finished = False
@@ -179,6 +181,18 @@ class ReplyStream:
             self._first_text_at = time.monotonic()
         self._text += delta
         self._dirty.set()
+
+    def set_status(self, line: str | None) -> None:
+        """Show ``line`` below the reply until it is cleared with ``None`` (a tool call
+        running). It is never part of ``text`` and is gone from the finished reply."""
+        self._status = line or ""
+        self._dirty.set()
+
+    def _status_suffix(self, pending: str) -> str:
+        if not self._status or self._finished:
+            return ""
+        suffix = f"\n\n{self._status}" if pending.strip() else self._status
+        return suffix if len(pending) + len(suffix) <= self._limits.max_chars else ""
 
     async def finish(self, suffix: str = "") -> None:
         """Add a last piece of text (a notice), then wait until the platform shows all."""
@@ -261,27 +275,30 @@ class ReplyStream:
                 self._consumed += consumed - len(self._carry)
                 self._carry = reopen
         pending = self._pending()
-        if not pending.strip():
+        status = self._status_suffix(pending)
+        shown = pending + status
+        if not shown.strip():
             return
         if self._live is None:
             if await self._held_back():
                 return
             if self._limits.supports_edit or self._finished:
-                self._live = await self._send(pending)
+                self._live = await self._send(shown)
                 if self._live is not None:
-                    self._live_shown = pending
+                    self._live_shown = shown
+                    self._live_status = status
                     self._last_edit = self._clock()
                     if not self._limits.supports_edit:
                         self._retire_live()
             return
-        if pending == self._live_shown:
+        if shown == self._live_shown:
             return
         wait = self._last_edit + self._limits.edit_interval_s - self._clock()
         if wait > 0:
             await asyncio.sleep(wait)
             self._dirty.set()  # more text may have come while waiting: re-sync first
             return
-        await self._edit_live(self._pending())
+        await self._edit_live(shown, status)
 
     async def _held_back(self) -> bool:
         """Wait out the first-send hold, unless the reply ends first; whether it waited.
@@ -318,9 +335,10 @@ class ReplyStream:
                 return "retired"
         self._live = None
         self._live_shown = ""
+        self._live_status = ""
         return "shown"
 
-    async def _edit_live(self, text: str) -> bool:
+    async def _edit_live(self, text: str, status: str = "") -> bool:
         assert self._live is not None
         try:
             self.edits += 1
@@ -331,11 +349,13 @@ class ReplyStream:
             self._retire_live()
             return False
         self._live_shown = text
+        self._live_status = status
         self._last_edit = self._clock()
         return True
 
     def _retire_live(self) -> None:
-        shown = self._live_shown
+        shown = self._live_shown[: len(self._live_shown) - len(self._live_status)]
+        self._live_status = ""
         self._consumed += len(shown) - len(self._carry)
         language = _open_fence(shown)
         self._carry = "" if language is None else f"{FENCE}{language}\n"

@@ -5,13 +5,18 @@ assistant after one system turn. The history can break that: a reply that failed
 fed back, which leaves two user turns in a row, and trimming by tokens can leave the
 window starting with an answer. So turns of the same role are merged, a window never
 starts with an assistant turn, and the persona prompt is the only system turn.
+
+Tool calls and their results are shown only to a model that is offered tools, as the
+assistant turn carrying the calls followed by one ``tool`` turn per result; a result
+whose call was trimmed away is left out. Other models see the answers alone.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
-from llamabot.llm.base import ChatMessage, Role
+from llamabot.llm.base import ChatMessage, Role, ToolCall
 from llamabot.storage.history import Turn
 
 # Between merged turns of one role: a blank line, as two messages would read.
@@ -23,11 +28,15 @@ def speaker_line(name: str | None, text: str) -> str:
     return f"{name}: {text}" if name else text
 
 
-def build_window(prompt: str, turns: Iterable[Turn], *, private: bool) -> list[ChatMessage]:
-    """The messages for the model: ``prompt`` as system turn, then alternating turns."""
+def build_window(
+    prompt: str, turns: Iterable[Turn], *, private: bool, tools: bool = False
+) -> list[ChatMessage]:
+    """The messages for the model: ``prompt`` as system turn, then alternating turns
+    (with the tool calls and results when ``tools``)."""
     messages: list[ChatMessage] = [ChatMessage("system", prompt)]
     role: Role
     for turn in turns:
+        calls: tuple[ToolCall, ...] = ()
         if turn.role == "user":
             content = speaker_line(None if private else turn.author_name, turn.content)
             role = "user"
@@ -35,11 +44,39 @@ def build_window(prompt: str, turns: Iterable[Turn], *, private: bool) -> list[C
             if len(messages) == 1:
                 continue  # the window's oldest user turn was trimmed away
             content, role = turn.content, "assistant"
+            calls = stored_calls(turn.tool_calls) if tools else ()
+            if not calls and not content:
+                continue  # tool calls alone, for a model that is shown none
+        elif turn.role == "tool" and tools:
+            last = messages[-1]
+            if not (last.role == "tool" or last.tool_calls):
+                continue  # the call it answers was trimmed away
+            messages.append(
+                ChatMessage(
+                    "tool", turn.content, tool_name=turn.tool_name, tool_call_id=turn.tool_call_id
+                )
+            )
+            continue
         else:
             continue
         last = messages[-1]
-        if last.role == role:
+        if last.role == role and not calls and not last.tool_calls:
             messages[-1] = ChatMessage(role, last.content + MERGE_SEPARATOR + content)
         else:
-            messages.append(ChatMessage(role, content))
+            messages.append(ChatMessage(role, content, tool_calls=calls))
     return messages
+
+
+def stored_calls(text: str | None) -> tuple[ToolCall, ...]:
+    """Tool calls as the history stores them (JSON), back as ``ToolCall``."""
+    if not text:
+        return ()
+    return tuple(ToolCall(c["id"], c["name"], c.get("arguments") or {}) for c in json.loads(text))
+
+
+def calls_to_store(calls: Iterable[ToolCall]) -> str:
+    """Tool calls as the history stores them."""
+    return json.dumps(
+        [{"id": c.id, "name": c.name, "arguments": dict(c.arguments)} for c in calls],
+        ensure_ascii=False,
+    )

@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asking to call a tool: ``id`` pairs the call with its result."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool as the model is told of it: ``parameters`` is a JSON schema (an object)."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One turn sent to the model."""
+    """One turn sent to the model.
+
+    An assistant turn may carry ``tool_calls``; a ``tool`` turn is one call's result,
+    naming the tool (``tool_name``) and the call it answers (``tool_call_id``).
+    """
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+# What a model's stream yields: text as it is written, or a call of one of the tools.
+Delta = str | ToolCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +82,8 @@ class Health:
 
 
 class ChatModel(Protocol):
-    """A model backend. ``stream_chat`` yields text deltas as the model produces them.
+    """A model backend. ``stream_chat`` yields text deltas as the model produces them,
+    and the tool calls it makes when it was offered ``tools``.
 
     Failures are raised as :class:`llamabot.llm.errors.ModelError` subclasses, whose
     ``user_message`` is safe to show to the person chatting.
@@ -62,8 +92,16 @@ class ChatModel(Protocol):
     name: str
 
     def stream_chat(
-        self, model: str, messages: list[ChatMessage], options: GenerationOptions
-    ) -> AsyncIterator[str]: ...
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        options: GenerationOptions,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncIterator[Delta]: ...
+
+    async def supports_tools(self, model: str) -> bool:
+        """Whether ``model`` can call tools; a model that cannot is never offered any."""
+        ...
 
     def count_tokens(self, text: str) -> int: ...
 

@@ -17,14 +17,21 @@ import logging
 import os
 import re
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llamabot.config import EmbeddedSection
 from llamabot.errors import StartupError
-from llamabot.llm.base import ChatMessage, GenerationOptions, Health, ModelInfo
+from llamabot.llm.base import (
+    ChatMessage,
+    Delta,
+    GenerationOptions,
+    Health,
+    ModelInfo,
+    ToolSpec,
+)
 from llamabot.llm.errors import (
     ContextTooLong,
     GenerationTimeout,
@@ -281,9 +288,14 @@ class EmbeddedModel:
         return args
 
     async def stream_chat(
-        self, model: str, messages: list[ChatMessage], options: GenerationOptions
-    ) -> AsyncIterator[str]:
-        """Stream the answer; ``model`` is ignored (one file is loaded)."""
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        options: GenerationOptions,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncIterator[Delta]:
+        """Stream the answer; ``model`` is ignored (one file is loaded), and so are
+        ``tools`` (see :meth:`supports_tools`)."""
         payload = [{"role": m.role, "content": m.content} for m in messages]
         args = self._completion_args(options)
         slot = await self._free.get()
@@ -397,6 +409,11 @@ class EmbeddedModel:
         task = asyncio.create_task(settle())
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
+
+    async def supports_tools(self, model: str) -> bool:
+        """No: llama-cpp-python renders a GGUF's own chat template but does not read tool
+        calls back out of the text, so the embedded model is offered no tools."""
+        return False
 
     async def list_models(self) -> list[ModelInfo]:
         return [

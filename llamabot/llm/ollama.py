@@ -10,15 +10,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import ollama
 import pydantic
 
-from llamabot.llm.base import ChatMessage, GenerationOptions, Health, ModelInfo, estimate_tokens
+from llamabot.llm.base import (
+    ChatMessage,
+    Delta,
+    GenerationOptions,
+    Health,
+    ModelInfo,
+    ToolCall,
+    ToolSpec,
+    estimate_tokens,
+)
 from llamabot.llm.errors import GenerationTimeout, ModelError, ModelUnavailable, ReplyCut
 from llamabot.llm.ollama_hosts import (
     PROBE_TIMEOUT_S,
@@ -57,6 +67,7 @@ class OllamaModel:
         self._idle_timeout = idle_timeout
         self._pool = HostPool(section.all_hosts, retry_after_s=section.retry_after_s)
         self._context: dict[tuple[str, str], int | None] = {}
+        self._tools: dict[str, bool] = {}
 
     def set_timeouts(self, first_token_s: float, idle_s: float) -> None:
         """Put new first-token and idle timeouts in force from the next reply on."""
@@ -77,15 +88,20 @@ class OllamaModel:
         return [host.url for host in self._pool.hosts]
 
     async def stream_chat(
-        self, model: str, messages: list[ChatMessage], options: GenerationOptions
-    ) -> AsyncIterator[str]:
-        """Yield the reply's text deltas as Ollama produces them.
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        options: GenerationOptions,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncIterator[Delta]:
+        """Yield the reply's text deltas as Ollama produces them, and its tool calls.
 
         Before the first delta a server that is down is skipped for the next one; after it,
         nothing is re-sent (the person already sees part of the reply) and the failure is
         raised.
         """
-        payload = [{"role": m.role, "content": m.content} for m in messages]
+        payload = [_ollama_message(m) for m in messages]
+        offered = [_ollama_tool(tool) for tool in tools] or None
         keep_alive = options.keep_alive or self._section.keep_alive
         watchdog = Watchdog(self._first_token_timeout, self._idle_timeout)
         clock = time.monotonic
@@ -110,6 +126,7 @@ class OllamaModel:
                             stream=True,
                             options=_ollama_options(options, num_ctx),
                             keep_alive=keep_alive,
+                            tools=offered,
                         ),
                     )
                     try:
@@ -125,6 +142,12 @@ class OllamaModel:
                                 # chat-platform edit is not model silence.
                                 watchdog.deadline = None
                                 yield text
+                                watchdog.deadline = clock() + idle
+                            if part.message.tool_calls:
+                                streamed = True
+                                watchdog.deadline = None
+                                for call in part.message.tool_calls:
+                                    yield _tool_call(call)
                                 watchdog.deadline = clock() + idle
                         if part is None or not part.done:
                             raise ModelError(f"Ollama at {host.url} ended the reply unfinished")
@@ -158,6 +181,29 @@ class OllamaModel:
             raise
         finally:
             watchdog.close()
+
+    async def supports_tools(self, model: str) -> bool:
+        """Whether ``/api/show`` lists ``tools`` among the model's capabilities (cached).
+
+        Ollama refuses a request with tools for a model without them; an unknown model
+        or an unreachable server counts as no.
+        """
+        key = model_key(model)
+        if key in self._tools:
+            return self._tools[key]
+        now = time.monotonic()
+        for host in self._pool.hosts:
+            if not host.usable(now):
+                continue
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT_S):
+                    shown = await host.client.show(model)
+            except _SHOW_ERRORS:
+                continue
+            able = "tools" in (shown.capabilities or [])
+            self._tools[key] = able
+            return able
+        return False
 
     def count_tokens(self, text: str) -> int:
         """An estimate; Ollama has no tokenize endpoint."""
@@ -286,6 +332,40 @@ async def ollama_answers(host: str, timeout: float = 1.0) -> bool:  # noqa: ASYN
         return True
     finally:
         await client.close()  # type: ignore[no-untyped-call]
+
+
+def _ollama_message(message: ChatMessage) -> dict[str, Any]:
+    """A turn as ``/api/chat`` takes it: tool calls on the assistant's turn, and each
+    result as a ``tool`` turn naming its tool."""
+    payload: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        payload["tool_calls"] = [
+            {"function": {"name": call.name, "arguments": dict(call.arguments)}}
+            for call in message.tool_calls
+        ]
+    if message.tool_name is not None:
+        payload["tool_name"] = message.tool_name
+    return payload
+
+
+def _ollama_tool(tool: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": dict(tool.parameters),
+        },
+    }
+
+
+def _tool_call(call: ollama.Message.ToolCall) -> ToolCall:
+    # Ollama gives calls no id; one is made so that a result can name its call.
+    return ToolCall(
+        id=f"call_{secrets.token_hex(6)}",
+        name=call.function.name,
+        arguments=dict(call.function.arguments or {}),
+    )
 
 
 def _ollama_options(options: GenerationOptions, num_ctx: int | None) -> dict[str, Any]:

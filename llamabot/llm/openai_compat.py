@@ -14,14 +14,22 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
 import pydantic
 
-from llamabot.llm.base import ChatMessage, GenerationOptions, Health, ModelInfo, estimate_tokens
+from llamabot.llm.base import (
+    ChatMessage,
+    Delta,
+    GenerationOptions,
+    Health,
+    ModelInfo,
+    ToolSpec,
+    estimate_tokens,
+)
 from llamabot.llm.errors import (
     ContextTooLong,
     GenerationTimeout,
@@ -99,9 +107,14 @@ class OpenAICompatModel:
         return [server.url for server in self._pool.servers]
 
     async def stream_chat(
-        self, model: str, messages: list[ChatMessage], options: GenerationOptions
-    ) -> AsyncIterator[str]:
-        """Yield the reply's text deltas as the server produces them.
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        options: GenerationOptions,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncIterator[Delta]:
+        """Yield the reply's text deltas as the server produces them (``tools`` are not
+        offered: see :meth:`supports_tools`).
 
         Before the first delta a server that is down is skipped for the next one; after
         it, nothing is re-sent (the person already sees part of the reply) and the failure
@@ -189,6 +202,11 @@ class OpenAICompatModel:
             raise
         finally:
             watchdog.close()
+
+    async def supports_tools(self, model: str) -> bool:
+        """No, for now: servers differ in whether they parse tool calls (llama-server
+        only with ``--jinja``), and ``/v1/models`` does not say."""
+        return False
 
     def count_tokens(self, text: str) -> int:
         """An estimate; the OpenAI API has no tokenize endpoint."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, select
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,12 +33,29 @@ class StoredMessage:
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """A stored message as the history window returns it."""
+    """A stored message as the history window returns it.
+
+    ``tool_calls`` is an assistant turn's calls as stored (JSON text); a ``tool`` turn
+    names the tool and the call it answers.
+    """
 
     role: str
     content: str
     author_name: str | None
     tokens: int
+    tool_calls: str | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A message a search of the history found."""
+
+    role: str
+    author_name: str | None
+    content: str
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +72,14 @@ class NewMessage:
     status: str = "ok"
     platform_message_id: str | None = None
     reply_ms: int | None = None
+    tool_calls: str | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+# Search words: letters and digits in any script; the rest of a query is not syntax.
+_WORD = re.compile(r"\w+")
+_MOST_WORDS = 16
 
 
 def _now() -> datetime:
@@ -86,7 +112,15 @@ def _naive_utc(moment: datetime) -> datetime:
 _MESSAGE_COLUMNS = [c.name for c in Message.__table__.columns if c.name != "id"]
 _MESSAGE_VALUES: dict[str, Any] = {name: bindparam(name) for name in _MESSAGE_COLUMNS}
 _WINDOW_SELECT = (
-    select(Message.role, Message.content, Message.author_name, Message.tokens)
+    select(
+        Message.role,
+        Message.content,
+        Message.author_name,
+        Message.tokens,
+        Message.tool_calls,
+        Message.tool_name,
+        Message.tool_call_id,
+    )
     .where(Message.conversation_id == bindparam("cid"), Message.status == "ok")
     .order_by(Message.id.desc())
     .limit(bindparam("n"))
@@ -132,6 +166,9 @@ def _insert(conn: Connection, conversation_id: int, message: NewMessage) -> int:
         "platform_message_id": message.platform_message_id,
         "reply_ms": message.reply_ms,
         "created_at": now,
+        "tool_calls": message.tool_calls,
+        "tool_name": message.tool_name,
+        "tool_call_id": message.tool_call_id,
     }
     if not is_sqlite(conn):
         return int(conn.execute(_INSERT_RETURNING, values).scalar() or 0)
@@ -161,11 +198,11 @@ def _fit(rows: Sequence[Sequence[Any]], max_tokens: int) -> list[Turn]:
     """The newest rows (given newest first) within ``max_tokens``, oldest first."""
     turns: list[Turn] = []
     used = 0
-    for role, content, author_name, tokens in rows:
+    for role, content, author_name, tokens, tool_calls, tool_name, tool_call_id in rows:
         if turns and used + tokens > max_tokens:
             break
         used += tokens
-        turns.append(Turn(role, content, author_name, tokens))
+        turns.append(Turn(role, content, author_name, tokens, tool_calls, tool_name, tool_call_id))
     turns.reverse()
     return turns
 
@@ -288,9 +325,51 @@ class HistoryStore:
         if self.engine.dialect.name != "sqlite":
             return
         async with self.engine.connect() as conn:
+            # Merging the search index's segments drops the deleted text from them too.
+            await conn.exec_driver_sql("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
             await conn.run_sync(_vacuum_incrementally)
             await conn.commit()
             await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def search(self, conversation_id: int, query: str, limit: int = 5) -> list[Found]:
+        """Complete messages of one conversation that contain words of ``query``, the
+        best matches first (SQLite FTS5; PostgreSQL full-text search)."""
+        words = _WORD.findall(query)[:_MOST_WORDS]
+        if not words:
+            return []
+        async with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                ranked = text(
+                    "SELECT m.id FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+                    "WHERE messages_fts MATCH :match AND m.conversation_id = :cid "
+                    "AND m.status = 'ok' AND m.role IN ('user', 'assistant') "
+                    "ORDER BY messages_fts.rank LIMIT :n"
+                )
+                match = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
+            else:
+                ranked = text(
+                    "SELECT id FROM messages WHERE conversation_id = :cid AND status = 'ok' "
+                    "AND role IN ('user', 'assistant') "
+                    "AND to_tsvector('simple', content) @@ to_tsquery('simple', :match) "
+                    "ORDER BY ts_rank(to_tsvector('simple', content), "
+                    "to_tsquery('simple', :match)) DESC, id DESC LIMIT :n"
+                )
+                match = " | ".join(words)
+            params = {"match": match, "cid": conversation_id, "n": limit}
+            ids = [int(row[0]) for row in await conn.execute(ranked, params)]
+            if not ids:
+                return []
+            rows = await conn.execute(
+                select(
+                    Message.id,
+                    Message.role,
+                    Message.author_name,
+                    Message.content,
+                    Message.created_at,
+                ).where(Message.id.in_(ids))
+            )
+            by_id = {row[0]: Found(*row[1:]) for row in rows}
+        return [by_id[i] for i in ids if i in by_id]
 
     async def last_message(self, conversation_id: int) -> StoredMessage | None:
         """The newest message of a conversation (``None`` when it has none)."""

@@ -75,6 +75,22 @@ class Message(Base):
     platform_message_id: Mapped[str | None] = mapped_column(String(64))
     reply_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column()
+    # An assistant turn's tool calls, as JSON [{"id", "name", "arguments"}]; a tool
+    # turn (role "tool") names the tool and the call it answers.
+    tool_calls: Mapped[str | None] = mapped_column(Text)
+    tool_name: Mapped[str | None] = mapped_column(String(64))
+    tool_call_id: Mapped[str | None] = mapped_column(String(64))
+
+
+# The full-text search of messages lives outside the models: an FTS5 table with its
+# triggers on SQLite, a GIN expression index on PostgreSQL (migration 0004).
+SEARCH_SCHEMA = ("messages_fts", "ix_messages_content_search")
+
+
+def is_modelled(name: str | None, type_: str, parent_names: object) -> bool:
+    """For Alembic's ``include_name``: whether a schema object is declared here (the
+    search index is not; see ``SEARCH_SCHEMA``)."""
+    return name is None or not name.startswith(SEARCH_SCHEMA)
 
 
 class InboxEntry(Base):

@@ -7,10 +7,11 @@ answers with a scripted reply, streamed in small deltas.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from llamabot.llm import ChatMessage, GenerationOptions, Health, ModelInfo, estimate_tokens
+from llamabot.llm.base import Delta, ToolCall, ToolSpec
 
 
 @dataclass
@@ -18,6 +19,7 @@ class ModelCall:
     model: str
     messages: list[ChatMessage]
     options: GenerationOptions
+    tools: list[ToolSpec] = field(default_factory=list)
 
     @property
     def system(self) -> str:
@@ -37,11 +39,14 @@ def echo(call: ModelCall) -> str:
 class ScriptedModel:
     """A ChatModel that answers ``reply(call)`` in chunks of ``chunk`` characters.
 
-    ``gate``, when set, is awaited before the first delta: a test can hold a generation
-    open and release it. ``error`` is raised after ``error_after`` deltas.
+    ``reply`` may also return tool calls (a list of ``ToolCall``), which are yielded
+    as the model's call of those tools. ``gate``, when set, is awaited before the first
+    delta: a test can hold a generation open and release it. ``error`` is raised after
+    ``error_after`` deltas. ``tools_able`` is what ``supports_tools`` answers.
     """
 
-    reply: Callable[[ModelCall], str] = echo
+    reply: Callable[[ModelCall], str | list[ToolCall]] = echo
+    tools_able: bool = True
     chunk: int = 8
     gate: asyncio.Event | None = None
     error: Exception | None = None
@@ -52,14 +57,22 @@ class ScriptedModel:
     timeouts: tuple[float, float] | None = None
 
     async def stream_chat(
-        self, model: str, messages: list[ChatMessage], options: GenerationOptions
-    ) -> AsyncIterator[str]:
-        call = ModelCall(model, list(messages), options)
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        options: GenerationOptions,
+        tools: Sequence[ToolSpec] = (),
+    ) -> AsyncIterator[Delta]:
+        call = ModelCall(model, list(messages), options, list(tools))
         self.calls.append(call)
         self.call_started.set()
         if self.gate is not None:
             await self.gate.wait()
         text = self.reply(call)
+        if isinstance(text, list):
+            for tool_call in text:
+                yield tool_call
+            return
         for index, start in enumerate(range(0, len(text), self.chunk)):
             if self.error is not None and index >= self.error_after:
                 raise self.error
@@ -67,6 +80,9 @@ class ScriptedModel:
             await asyncio.sleep(0)
         if self.error is not None and len(text) <= self.error_after * self.chunk:
             raise self.error
+
+    async def supports_tools(self, model: str) -> bool:
+        return self.tools_able
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
