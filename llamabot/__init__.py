@@ -31,13 +31,14 @@ from llamabot.streaming import ReplyStream, split_message
 if TYPE_CHECKING:
     from llamabot.app import Bot
     from llamabot.scheduler import ScheduledJob
-    from llamabot.storage.history import Turn
+    from llamabot.storage.history import FoundMessage, Turn
     from llamabot.storage.stats import Usage
 
 # Names whose modules bring the database layer or the scheduler: `llamabot check` and
 # `--help` should not pay for them, so they are imported on first use.
 _LAZY = {
     "Bot": "llamabot.app",
+    "FoundMessage": "llamabot.storage.history",
     "ScheduledJob": "llamabot.scheduler",
     "Turn": "llamabot.storage.history",
     "Usage": "llamabot.storage.stats",
@@ -69,6 +70,7 @@ __all__ = [
     "ConfigError",
     "ConversationHistory",
     "DeliveryError",
+    "FoundMessage",
     "GenerationOptions",
     "Inbound",
     "JobContext",

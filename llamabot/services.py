@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from llamabot.adapters.base import Adapter
     from llamabot.plugin_host import PluginHost
     from llamabot.scheduler import ScheduledJob, Scheduler
-    from llamabot.storage.history import HistoryStore, Turn
+    from llamabot.storage.history import FoundMessage, HistoryStore, Turn
     from llamabot.storage.stats import Usage
 
 Task = Callable[..., Awaitable[None]]
@@ -52,6 +52,12 @@ class ConversationHistory:
     async def forget_person(self, author_id: str) -> int:
         """Delete what ``author_id`` (``platform:user_id``) said, in every conversation."""
         return await self._store.forget_author(author_id)
+
+    async def search(self, query: str, limit: int = 5) -> list[FoundMessage]:
+        """Complete messages of this conversation containing words of ``query``, best
+        matches first."""
+        conversation = await self._store.conversation_id(self.channel)
+        return await self._store.search(conversation, query, limit)
 
     async def usage(self, *, author_id: str | None = None) -> Usage:
         """Messages, tokens and median reply time here (only ``author_id``'s, if given)."""

@@ -140,6 +140,30 @@ async def set_reminder(
     )
 
 
+@plugin.tool("remind")
+async def remind_tool(ctx: CommandContext[Settings], when: str, text: str) -> str:
+    """Set a reminder for the person you are talking to; it is posted in this chat.
+
+    Args:
+        when: A delay like 10m or 2h30m, a clock time like 18:00, or a date and time
+            like 2026-12-24 18:00, in the bot's time zone.
+        text: What to remind them of.
+    """
+    if not ctx.scheduler.available:
+        return "error: reminders are unavailable in this bot"
+    now = datetime.now(ctx.scheduler.timezone)
+    words = when.split()
+    try:
+        due, used = parse_when(words, now)
+    except UsageError as exc:
+        return f"error: {exc}"
+    if used != len(words):
+        return f"error: {when!r} is not a time; say {WHEN}"
+    if not text.strip():
+        return "error: say what to remind them of"
+    return await set_reminder(ctx, due, text.strip(), now)
+
+
 def _rest(message: str, used: int, words: tuple[str, ...]) -> str:
     """The reminder's text as typed (line breaks kept), after the command and the time."""
     parts = message.strip().split(maxsplit=used + 1)

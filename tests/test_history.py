@@ -214,3 +214,36 @@ async def test_models_match_the_migrations_on_both_dialects(store_url: str) -> N
         diff = await conn.run_sync(compare)
     await engine.dispose()
     assert diff == []
+
+
+async def test_search_finds_words_in_one_conversation_best_first(store_url: str) -> None:
+    store = await open_store(store_url)
+    here = await store.conversation_id(CHANNEL)
+    there = await store.conversation_id(ChannelRef("console", "elsewhere"))
+    await store.append(
+        here,
+        user("the train leaves at nine"),
+        user("lunch: soup"),
+        user("train train: the night train is late"),
+        NewMessage(role="assistant", content="a train reply cut off", tokens=3, status="failed"),
+    )
+    await store.append(there, user("another chat's train"))
+    found = await store.search(here, "Train?")
+    assert [f.content for f in found] == [
+        "train train: the night train is late",
+        "the train leaves at nine",
+    ]
+    assert await store.search(here, "  !!  ") == []
+    assert await store.search(here, 'quote" OR *') == []  # not FTS syntax: just words
+    await store.engine.dispose()
+
+
+async def test_forgotten_messages_are_not_found_any_more(store_url: str) -> None:
+    store = await open_store(store_url)
+    conversation = await store.conversation_id(CHANNEL)
+    await store.append(
+        conversation, NewMessage("user", "my secret is 4711", 4, author_id="console:a")
+    )
+    await store.forget_author("console:a")
+    assert await store.search(conversation, "secret 4711") == []
+    await store.engine.dispose()

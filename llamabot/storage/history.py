@@ -49,7 +49,7 @@ class Turn:
 
 
 @dataclass(frozen=True, slots=True)
-class Found:
+class FoundMessage:
     """A message a search of the history found."""
 
     role: str
@@ -331,7 +331,7 @@ class HistoryStore:
             await conn.commit()
             await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    async def search(self, conversation_id: int, query: str, limit: int = 5) -> list[Found]:
+    async def search(self, conversation_id: int, query: str, limit: int = 5) -> list[FoundMessage]:
         """Complete messages of one conversation that contain words of ``query``, the
         best matches first (SQLite FTS5; PostgreSQL full-text search)."""
         words = _WORD.findall(query)[:_MOST_WORDS]
@@ -368,7 +368,7 @@ class HistoryStore:
                     Message.created_at,
                 ).where(Message.id.in_(ids))
             )
-            by_id = {row[0]: Found(*row[1:]) for row in rows}
+            by_id = {row[0]: FoundMessage(*row[1:]) for row in rows}
         return [by_id[i] for i in ids if i in by_id]
 
     async def last_message(self, conversation_id: int) -> StoredMessage | None:

@@ -38,6 +38,7 @@ class FakeModel:
     quantization: str = "Q4_K_M"
     parameter_size: str = "3.2B"
     family: str = "llama"
+    capabilities: tuple[str, ...] = ("completion", "tools")
     digest: str = "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72"
 
     def details(self) -> dict[str, Any]:
@@ -79,6 +80,9 @@ class FakeOllama:
       :meth:`stop` (0 hangs before the first token).
     - ``error_after``: after that many deltas send ``{"error": error_message}`` and end.
     - ``close_after``: after that many deltas drop the connection without finishing.
+    - ``script``: answers for the next chat requests, one each, before ``reply`` again:
+      text, or a list of tool calls ``{"name": ..., "arguments": {...}}`` streamed as
+      Ollama streams them (a chunk whose message carries ``tool_calls``).
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class FakeOllama:
         self.error_after: int | None = None
         self.error_message = "an error was encountered while running the model: unexpected EOF"
         self.close_after: int | None = None
+        self.script: list[str | list[dict[str, Any]]] = []
 
         self.requests: list[str] = []
         self.chat_requests: list[dict[str, Any]] = []
@@ -255,7 +260,7 @@ class FakeOllama:
                     f"{arch}.embedding_length": 3072,
                     "tokenizer.ggml.model": "gpt2",
                 },
-                "capabilities": ["completion", "tools"],
+                "capabilities": list(model.capabilities),
                 "modified_at": "2025-01-10T12:00:00.000000000Z",
             }
         )
@@ -302,9 +307,20 @@ class FakeOllama:
             return web.json_response(
                 {"error": f'model "{name}" not found, try pulling it first'}, status=404
             )
+        if body.get("tools") and "tools" not in model.capabilities:
+            return web.json_response(
+                {"error": f"registry.ollama.ai/library/{model.name} does not support tools"},
+                status=400,
+            )
         self.loaded[model.name] = 300.0
         started = time.perf_counter_ns()
-        tokens = list(self.tokens) if self.tokens is not None else split_tokens(self.reply)
+        answer = self.script.pop(0) if self.script else None
+        if isinstance(answer, list):
+            return await self._stream_calls(request, name, answer, started)
+        reply = answer if answer is not None else self.reply
+        tokens = (
+            list(self.tokens) if self.tokens is not None and answer is None else split_tokens(reply)
+        )
         messages = body.get("messages") or []
         prompt_tokens = sum(len(str(m.get("content", ""))) // 4 + 4 for m in messages)
         if not messages:
@@ -382,6 +398,28 @@ class FakeOllama:
             self.active_streams -= 1
             # Uncontended, so it completes without suspending even in a cancelled handler.
             await self._notify()
+
+    async def _stream_calls(
+        self, request: web.Request, name: str, calls: list[dict[str, Any]], started: int
+    ) -> web.StreamResponse:
+        """A turn in which the model calls tools: one chunk carrying the calls, then done."""
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        message = {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"function": {"name": c["name"], "arguments": c.get("arguments", {})}}
+                for c in calls
+            ],
+        }
+        await response.write(
+            _line({"model": name, "created_at": _now(), "message": message, "done": False})
+        )
+        await response.write(_line(self._final(name, "", "stop", len(calls), 10, started)))
+        await response.write_eof()
+        await self._notify()
+        return response
 
     async def _flush(self, response: web.StreamResponse, pending: list[bytes]) -> None:
         if pending:
