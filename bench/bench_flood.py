@@ -35,7 +35,7 @@ from llamabot.adapters.telegram import TelegramAdapter
 from llamabot.app import Bot
 from llamabot.config import parse_config
 from llamabot.plugin_host import PluginHost
-from tests.fakes.model import ScriptedModel
+from llamabot.testing import ScriptedModel
 from tests.fakes.telegram import Call, FakeTelegram, Message, user
 
 GROUP = -100_100

@@ -28,7 +28,7 @@ from llamabot.adapters.base import Adapter
 from llamabot.app import Bot
 from llamabot.config import Config, parse_config
 from llamabot.plugin_host import PluginHost
-from tests.fakes.model import ScriptedModel
+from llamabot.testing import ScriptedModel
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("raw", "llamabot")

@@ -263,8 +263,10 @@ class Router:
         return True
 
     async def wait_idle(self) -> None:
-        """Wait until every queued message has been handled."""
+        """Wait until every queued message has been handled and every notice sent."""
         await self._idle.wait()
+        while self._notices:
+            await asyncio.gather(*list(self._notices), return_exceptions=True)
 
     def pause(self) -> None:
         """Queue messages without handling them (until ``resume``)."""

@@ -11,8 +11,7 @@ import pytest
 from sqlalchemy import make_url
 
 from llamabot.config import Config, parse_config
-from tests.fakes.chat import RecordingAdapter
-from tests.fakes.model import ScriptedModel
+from llamabot.testing import FakePlatform, ScriptedModel
 
 # httpx reads proxy variables; the fakes live on loopback.
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
@@ -58,8 +57,8 @@ def model() -> ScriptedModel:
 
 
 @pytest.fixture
-def adapter() -> RecordingAdapter:
-    return RecordingAdapter()
+def adapter() -> FakePlatform:
+    return FakePlatform()
 
 
 # The PostgreSQL half of the storage suites runs where a server is given:

@@ -19,9 +19,8 @@ from llamabot.events import ChannelRef
 from llamabot.plugin_loader import bundled_plugins_dir
 from llamabot.plugins import UsageError
 from llamabot.storage.models import Message
+from llamabot.testing import FakePlatform, ScriptedModel
 from tests.conftest import BASE_TOML, MakeConfig
-from tests.fakes.chat import RecordingAdapter
-from tests.fakes.model import ScriptedModel
 from tests.test_scheduler import warp
 
 LOCAL = "console:local"
@@ -81,21 +80,21 @@ def write_config(tmp_path: Path, *folders: str) -> Path:
     return path
 
 
-def running(path: Path, adapter: RecordingAdapter, model: ScriptedModel | None = None) -> Bot:
+def running(path: Path, adapter: FakePlatform, model: ScriptedModel | None = None) -> Bot:
     return Bot(
         load_config(path), config_path=path, model=model or ScriptedModel(), adapters=[adapter]
     )
 
 
-def group(adapter: RecordingAdapter, text: str, user: str = "alice") -> asyncio.Future[None]:
+def group(adapter: FakePlatform, text: str, user: str = "alice") -> asyncio.Future[None]:
     return adapter.say(text, chat="grp", private=False, addressed=True, user=user)
 
 
-def last(adapter: RecordingAdapter, key: str = LOCAL) -> str:
+def last(adapter: FakePlatform, key: str = LOCAL) -> str:
     return adapter.messages_in(key)[-1]
 
 
-async def wait_for_text(adapter: RecordingAdapter, needle: str) -> str:
+async def wait_for_text(adapter: FakePlatform, needle: str) -> str:
     """Wait until the adapter sent a message containing ``needle``; return its text."""
     async with asyncio.timeout(10):
         while True:
@@ -110,7 +109,7 @@ async def wait_for_text(adapter: RecordingAdapter, needle: str) -> str:
 
 
 async def test_help_lists_the_commands_a_person_may_use(
-    tmp_path: Path, adapter: RecordingAdapter
+    tmp_path: Path, adapter: FakePlatform
 ) -> None:
     async with running(write_config(tmp_path, "good"), adapter):
         await adapter.say("/help", user="mallory")
@@ -133,9 +132,7 @@ async def test_help_lists_the_commands_a_person_may_use(
 # -- reset and forgetme -----------------------------------------------------------------
 
 
-async def test_reset_forgets_only_this_conversation(
-    tmp_path: Path, adapter: RecordingAdapter
-) -> None:
+async def test_reset_forgets_only_this_conversation(tmp_path: Path, adapter: FakePlatform) -> None:
     model = ScriptedModel()
     async with running(write_config(tmp_path), adapter, model) as bot:
         await adapter.say("one")
@@ -151,7 +148,7 @@ async def test_reset_forgets_only_this_conversation(
 
 
 async def test_forgetme_removes_only_that_persons_messages(
-    tmp_path: Path, adapter: RecordingAdapter
+    tmp_path: Path, adapter: FakePlatform
 ) -> None:
     async with running(write_config(tmp_path), adapter) as bot:
         await group(adapter, "hi from alice")
@@ -167,7 +164,7 @@ async def test_forgetme_removes_only_that_persons_messages(
 
 
 async def test_forgetme_also_cancels_the_persons_pending_reminders(
-    tmp_path: Path, adapter: RecordingAdapter
+    tmp_path: Path, adapter: FakePlatform
 ) -> None:
     async with running(write_config(tmp_path), adapter):
         await group(adapter, "/remind 2h the secret plan")
@@ -186,7 +183,7 @@ async def test_forgetme_also_cancels_the_persons_pending_reminders(
 # -- persona ----------------------------------------------------------------------------
 
 
-async def test_persona_shows_and_lists(tmp_path: Path, adapter: RecordingAdapter) -> None:
+async def test_persona_shows_and_lists(tmp_path: Path, adapter: FakePlatform) -> None:
     async with running(write_config(tmp_path), adapter):
         await adapter.say("/persona")
         shown = last(adapter)
@@ -200,7 +197,7 @@ async def test_persona_shows_and_lists(tmp_path: Path, adapter: RecordingAdapter
 
 
 async def test_persona_set_writes_a_binding_keeping_the_admins_comments(
-    tmp_path: Path, adapter: RecordingAdapter
+    tmp_path: Path, adapter: FakePlatform
 ) -> None:
     path = write_config(tmp_path)
     before = path.read_text()
@@ -228,7 +225,7 @@ async def test_persona_set_writes_a_binding_keeping_the_admins_comments(
 
 
 async def test_persona_set_changes_an_existing_binding_in_place(
-    tmp_path: Path, adapter: RecordingAdapter
+    tmp_path: Path, adapter: FakePlatform
 ) -> None:
     path = write_config(tmp_path)
     before = path.read_text()
@@ -245,7 +242,7 @@ async def test_persona_set_changes_an_existing_binding_in_place(
 
 
 async def test_models_lists_and_admins_set_a_personas_model(
-    tmp_path: Path, adapter: RecordingAdapter
+    tmp_path: Path, adapter: FakePlatform
 ) -> None:
     path = write_config(tmp_path)
     before = path.read_text()
@@ -273,7 +270,7 @@ async def test_models_lists_and_admins_set_a_personas_model(
 
 
 async def test_stats_counts_this_conversation_and_all(
-    tmp_path: Path, adapter: RecordingAdapter
+    tmp_path: Path, adapter: FakePlatform
 ) -> None:
     async with running(write_config(tmp_path), adapter):
         await adapter.say("one", user="admin")
@@ -291,7 +288,7 @@ async def test_stats_counts_this_conversation_and_all(
 
 
 async def test_stats_shows_a_non_admin_only_this_conversation_and_their_own(
-    tmp_path: Path, adapter: RecordingAdapter
+    tmp_path: Path, adapter: FakePlatform
 ) -> None:
     async with running(write_config(tmp_path), adapter):
         await adapter.say("mine", user="bob")
@@ -342,7 +339,7 @@ def test_a_duration_counts_real_time_across_a_daylight_saving_change() -> None:
 
 
 async def test_remind_lists_and_cancels_only_the_persons_own(
-    tmp_path: Path, adapter: RecordingAdapter
+    tmp_path: Path, adapter: FakePlatform
 ) -> None:
     async with running(write_config(tmp_path), adapter):
         await group(adapter, "/remind 2h30m call  mum")
@@ -378,7 +375,7 @@ async def test_remind_lists_and_cancels_only_the_persons_own(
     assert "secret" not in after and "call  mum" not in after
 
 
-async def test_remind_answers_with_its_usage(tmp_path: Path, adapter: RecordingAdapter) -> None:
+async def test_remind_answers_with_its_usage(tmp_path: Path, adapter: FakePlatform) -> None:
     async with running(write_config(tmp_path), adapter):
         await adapter.say("/remind")
         no_time = last(adapter)
@@ -394,7 +391,7 @@ async def test_remind_answers_with_its_usage(tmp_path: Path, adapter: RecordingA
 
 
 async def test_a_reminder_set_before_a_restart_is_delivered_once_after_it(
-    tmp_path: Path, adapter: RecordingAdapter
+    tmp_path: Path, adapter: FakePlatform
 ) -> None:
     path = write_config(tmp_path)
     async with running(path, adapter):
@@ -419,7 +416,7 @@ async def test_a_reminder_set_before_a_restart_is_delivered_once_after_it(
 
 
 async def test_forgetme_and_stats_work_on_every_database(
-    make_store_config: MakeConfig, adapter: RecordingAdapter, tmp_path: Path
+    make_store_config: MakeConfig, adapter: FakePlatform, tmp_path: Path
 ) -> None:
     config = make_store_config(BASE_TOML)
     bot = Bot(config, config_path=tmp_path / "bot.toml", model=ScriptedModel(), adapters=[adapter])

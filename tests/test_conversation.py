@@ -13,14 +13,13 @@ from llamabot.config import parse_config
 from llamabot.conversation import STORE_FAILURE, UNEXPECTED_FAILURE
 from llamabot.llm.errors import ReplyCut
 from llamabot.plugin_host import PluginHost
+from llamabot.testing import FakePlatform, ScriptedModel
 from tests.conftest import BASE_TOML, MakeConfig
-from tests.fakes.chat import RecordingAdapter
-from tests.fakes.model import ScriptedModel
 
 KEY = "console:local"
 
 
-def bot(config: object, model: ScriptedModel, adapter: RecordingAdapter) -> Bot:
+def bot(config: object, model: ScriptedModel, adapter: FakePlatform) -> Bot:
     return Bot(config, model=model, adapters=[adapter], plugins=PluginHost())  # type: ignore[arg-type]
 
 
@@ -35,7 +34,7 @@ async def test_a_bug_in_a_backend_ends_the_reply_with_a_notice_and_a_failed_row(
     make_config: MakeConfig, tmp_path: Path
 ) -> None:
     model = ScriptedModel(error=KeyError("message"), error_after=2, chunk=4)
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with bot(make_config(), model, adapter):
         await adapter.say("hello there")
         model.error = None
@@ -48,7 +47,7 @@ async def test_a_bug_in_a_backend_ends_the_reply_with_a_notice_and_a_failed_row(
 
 async def test_a_bug_before_any_text_still_answers_the_person(make_config: MakeConfig) -> None:
     model = ScriptedModel(error=TypeError("NoneType is not iterable"))
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with bot(make_config(), model, adapter):
         await adapter.say("hello")
     assert adapter.messages_in(KEY) == [UNEXPECTED_FAILURE]
@@ -58,7 +57,7 @@ async def test_a_reply_cut_at_the_token_limit_is_marked_and_stored_as_cut(
     make_config: MakeConfig, tmp_path: Path
 ) -> None:
     model = ScriptedModel(error=ReplyCut("num_predict"), error_after=2, chunk=4)
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with bot(make_config(), model, adapter):
         await adapter.say("count to ten")
     [shown] = adapter.messages_in(KEY)
@@ -70,7 +69,7 @@ async def test_a_full_database_is_said_not_swallowed(
     make_config: MakeConfig, tmp_path: Path
 ) -> None:
     model = ScriptedModel()
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with bot(make_config(), model, adapter) as running:
         await adapter.say("first")
 
@@ -89,7 +88,7 @@ async def test_a_full_database_is_said_not_swallowed(
 
 async def test_hot_reload_puts_new_timeouts_in_force(make_config: MakeConfig) -> None:
     model = ScriptedModel()
-    async with bot(make_config(), model, RecordingAdapter()) as running:
+    async with bot(make_config(), model, FakePlatform()) as running:
         text = BASE_TOML.replace('backend = "embedded"', 'backend = "embedded"\nidle_timeout = 7')
         running.apply_config(parse_config(text, Path("bot.toml")))
     assert model.timeouts == (120.0, 7.0)

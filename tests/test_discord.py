@@ -19,8 +19,8 @@ from llamabot.config import Config, DiscordSection
 from llamabot.errors import StartupError
 from llamabot.events import ChannelRef
 from llamabot.llm import ChatMessage, GenerationOptions
+from llamabot.testing import ScriptedModel
 from tests.fakes.discord import FakeChannel, FakeDiscord, FakeGuild, FakeMessage, FakeUser
-from tests.fakes.model import ScriptedModel
 
 MakeConfig = Callable[..., Config]
 EDIT_INTERVAL = 0.2

@@ -16,9 +16,9 @@ import pytest
 from llamabot.adapters.discord import DiscordAdapter
 from llamabot.app import Bot
 from llamabot.config import ConfigError
+from llamabot.testing import ScriptedModel
 from tests.conftest import MakeConfig
 from tests.fakes.discord import FakeChannel, FakeDiscord
-from tests.fakes.model import ScriptedModel
 from tests.fakes.ollama import FakeOllama
 
 

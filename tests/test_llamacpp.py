@@ -25,8 +25,8 @@ from llamabot.llm.base import ChatMessage, GenerationOptions
 from llamabot.llm.errors import GenerationTimeout, ModelCrashed, ReplyCut
 from llamabot.llm.llamacpp import MAX_CRASHES_IN_ROW, EmbeddedModel, bundled_model_path
 from llamabot.plugin_host import PluginHost
+from llamabot.testing import FakePlatform
 from tests.conftest import BASE_TOML, MakeConfig
-from tests.fakes.chat import RecordingAdapter
 
 pytestmark = pytest.mark.skipif(bundled_model_path() is None, reason="needs llamabot[embedded]")
 
@@ -83,7 +83,7 @@ def stored_replies(db: Path) -> list[tuple[str, str]]:
     return [(status, content) for status, content in rows]
 
 
-async def kill_at_first_text(adapter: RecordingAdapter, model: EmbeddedModel) -> int:
+async def kill_at_first_text(adapter: FakePlatform, model: EmbeddedModel) -> int:
     """Wait until the reply starts to show, then SIGKILL the worker writing it."""
     adapter.changed.clear()
     await adapter.changed.wait()
@@ -93,7 +93,7 @@ async def kill_at_first_text(adapter: RecordingAdapter, model: EmbeddedModel) ->
 
 
 async def say_and_kill(
-    adapter: RecordingAdapter, model: EmbeddedModel, text: str
+    adapter: FakePlatform, model: EmbeddedModel, text: str
 ) -> tuple[int, Awaitable[None]]:
     handled = adapter.say(text)
     pid = await kill_at_first_text(adapter, model)
@@ -207,7 +207,7 @@ async def test_a_worker_killed_mid_reply_costs_only_that_reply(
     make_config: MakeConfig, tmp_path: Path
 ) -> None:
     model = await load()
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with (
         Bot(make_config(LONG_REPLIES), model=model, adapters=[adapter], plugins=PluginHost()),
         loop_watch() as gaps,
@@ -229,7 +229,7 @@ async def test_three_crashes_in_a_row_stop_the_restarts_and_say_what_to_change(
     make_config: MakeConfig,
 ) -> None:
     model = await load()
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with Bot(
         make_config(LONG_REPLIES), model=model, adapters=[adapter], plugins=PluginHost()
     ):
@@ -250,7 +250,7 @@ async def test_three_crashes_in_a_row_stop_the_restarts_and_say_what_to_change(
 
 async def test_a_completed_reply_resets_the_crash_count(make_config: MakeConfig) -> None:
     model = await load()
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     config = make_config(LONG_REPLIES.replace("num_predict = 400", "num_predict = 400\nseed = 1"))
     async with Bot(config, model=model, adapters=[adapter], plugins=PluginHost()):
         for _ in range(MAX_CRASHES_IN_ROW - 1):
@@ -272,7 +272,7 @@ async def test_two_conversations_are_answered_concurrently_and_each_in_order(
         BASE_TOML.replace("[personas.assistant]", "[personas.assistant]\nnum_predict = 24")
     )
     model = await EmbeddedModel.load(EmbeddedSection(n_ctx=1024, instances=2))
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with Bot(config, model=model, adapters=[adapter], plugins=PluginHost()) as bot:
         futures = [
             adapter.say(f"{name} question {i}", chat=name) for i in range(2) for name in ("a", "b")
@@ -297,7 +297,7 @@ async def test_a_cut_reply_is_marked_stored_as_cut_and_kept_out_of_the_window(
         BASE_TOML.replace("[personas.assistant]", "[personas.assistant]\nnum_predict = 6")
     )
     model = await load()
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with Bot(config, model=model, adapters=[adapter], plugins=PluginHost()) as bot:
         await adapter.say("Write a long poem about the sea.")
         conversation = await bot.store.conversation_id(LOCAL)
@@ -313,7 +313,7 @@ async def test_the_stored_reply_names_the_model_that_answered(
     make_config: MakeConfig, tmp_path: Path
 ) -> None:
     model = await load()
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with Bot(make_config(), model=model, adapters=[adapter], plugins=PluginHost()):
         await adapter.say("Hi!")
     with contextlib.closing(sqlite3.connect(tmp_path / "bot.db")) as conn:

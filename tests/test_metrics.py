@@ -11,9 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from llamabot.app import Bot
 from llamabot.errors import StartupError
 from llamabot.plugin_host import PluginHost
+from llamabot.testing import FakePlatform, ScriptedModel
 from tests.conftest import BASE_TOML, MakeConfig
-from tests.fakes.chat import RecordingAdapter
-from tests.fakes.model import ScriptedModel
 
 
 def free_port() -> int:
@@ -44,7 +43,7 @@ async def test_a_conversation_moves_the_counters_and_histograms(
     config = make_config(
         BASE_TOML + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n[limits]\nburst = 2\n'
     )
-    adapter = RecordingAdapter(platform="telegram")
+    adapter = FakePlatform(platform="telegram")
     async with Bot(config, model=model, adapters=[adapter], plugins=PluginHost()):
         before = await scrape(port)
         for n in range(3):

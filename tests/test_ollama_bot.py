@@ -15,7 +15,7 @@ from llamabot.llm.llamacpp import EmbeddedModel, bundled_model_path
 from llamabot.llm.ollama import OllamaModel
 from llamabot.llm.select import select_model
 from llamabot.plugin_host import PluginHost
-from tests.fakes.chat import RecordingAdapter
+from llamabot.testing import FakePlatform
 from tests.fakes.ollama import FakeOllama
 
 KEY = "console:local"
@@ -51,14 +51,14 @@ async def fake() -> AsyncIterator[FakeOllama]:
         yield server
 
 
-def running(config: Config, adapter: RecordingAdapter) -> Bot:
+def running(config: Config, adapter: FakePlatform) -> Bot:
     return Bot(config, adapters=[adapter], plugins=PluginHost())
 
 
 async def test_answers_with_the_persona_and_an_explicit_context_length(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake.reply = "Hi from Ollama."
     async with running(config_for(fake.url, tmp_path), adapter) as bot:
         assert isinstance(bot.model, OllamaModel)
@@ -72,7 +72,7 @@ async def test_answers_with_the_persona_and_an_explicit_context_length(
 async def test_a_model_not_pulled_is_one_short_line_and_a_start_up_warning(
     fake: FakeOllama, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     caplog.set_level(logging.WARNING)
     async with running(config_for(fake.url, tmp_path, model="mistral"), adapter):
         await adapter.say("hello")
@@ -86,7 +86,7 @@ async def test_a_model_not_pulled_is_one_short_line_and_a_start_up_warning(
 async def test_server_down_gives_a_notice_and_the_bot_recovers_without_restart(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with running(config_for(fake.url, tmp_path), adapter):
         await fake.stop()
         await adapter.say("anyone?")
@@ -102,7 +102,7 @@ async def test_server_down_gives_a_notice_and_the_bot_recovers_without_restart(
 async def test_an_error_mid_stream_keeps_the_text_and_marks_the_reply(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake.reply = "one two three four five six"
     fake.error_after = 3
     async with running(config_for(fake.url, tmp_path), adapter) as bot:

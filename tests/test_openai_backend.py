@@ -28,7 +28,7 @@ from llamabot.llm.errors import ReplyCut
 from llamabot.llm.openai_compat import OpenAICompatModel, api_base
 from llamabot.llm.select import select_model
 from llamabot.plugin_host import PluginHost
-from tests.fakes.chat import RecordingAdapter
+from llamabot.testing import FakePlatform
 from tests.fakes.openai import FakeOpenAI, ServedModel, llama_server_model, vllm_model
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
@@ -565,12 +565,12 @@ def config_for(urls: list[str], tmp_path: Path, **kwargs: str) -> Config:
     return parse_config(toml(urls, tmp_path, **kwargs), tmp_path / "bot.toml")
 
 
-def running(config: Config, adapter: RecordingAdapter) -> Bot:
+def running(config: Config, adapter: FakePlatform) -> Bot:
     return Bot(config, adapters=[adapter], plugins=PluginHost())
 
 
 async def test_a_bot_conversation_on_the_openai_backend(fake: FakeOpenAI, tmp_path: Path) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake.reply = "Hi from llama-server."
     async with running(config_for([fake.url], tmp_path), adapter) as bot:
         assert isinstance(bot.model, OpenAICompatModel)
@@ -591,7 +591,7 @@ async def test_a_bot_conversation_on_the_openai_backend(fake: FakeOpenAI, tmp_pa
 
 
 async def test_the_servers_context_length_bounds_the_history_window(tmp_path: Path) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with FakeOpenAI([vllm_model("llama3.2", max_model_len=256)]) as fake:
         fake.reply = "ok"
         async with running(config_for([fake.url], tmp_path), adapter):
@@ -606,7 +606,7 @@ async def test_the_servers_context_length_bounds_the_history_window(tmp_path: Pa
 async def test_the_bot_fails_over_and_tells_the_person_when_every_server_is_down(
     fake: FakeOpenAI, fake_b: FakeOpenAI, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake_b.reply = "From the second box."
     async with running(config_for([fake.url, fake_b.url], tmp_path), adapter):
         await fake.stop()
@@ -621,7 +621,7 @@ async def test_the_bot_fails_over_and_tells_the_person_when_every_server_is_down
 async def test_a_model_the_server_lacks_is_a_short_notice_and_a_start_up_warning(
     fake: FakeOpenAI, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     caplog.set_level(logging.WARNING)
     async with running(config_for([fake.url], tmp_path, model="mistral"), adapter):
         await adapter.say("hello")

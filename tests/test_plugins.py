@@ -19,9 +19,8 @@ from llamabot.errors import StartupError
 from llamabot.plugin_host import PluginHost
 from llamabot.plugin_loader import bundled_plugins_dir, load_plugins
 from llamabot.plugins import Plugin, UsageError, crontab_weekdays
+from llamabot.testing import FakePlatform, ScriptedModel
 from tests.conftest import BASE_TOML, MakeConfig
-from tests.fakes.chat import RecordingAdapter
-from tests.fakes.model import ScriptedModel
 
 FOLDERS = Path(__file__).parent / "fakes" / "plugins"
 LOCAL = "console:local"
@@ -32,7 +31,7 @@ def with_dirs(make_config: MakeConfig, *folders: str, extra: str = "") -> Config
     return make_config(BASE_TOML + f"\n[plugins]\ndirs = [{dirs}]\n{extra}")
 
 
-def running(config: Config, adapter: RecordingAdapter, tmp_path: Path) -> Bot:
+def running(config: Config, adapter: FakePlatform, tmp_path: Path) -> Bot:
     return Bot(config, config_path=tmp_path / "bot.toml", model=ScriptedModel(), adapters=[adapter])
 
 
@@ -45,7 +44,7 @@ async def test_plugins_are_discovered_in_a_folder(make_config: MakeConfig, tmp_p
 
 
 async def test_a_package_plugin_imports_its_own_modules_and_gets_its_config(
-    make_config: MakeConfig, adapter: RecordingAdapter, tmp_path: Path
+    make_config: MakeConfig, adapter: FakePlatform, tmp_path: Path
 ) -> None:
     config = with_dirs(make_config, "good", extra='[plugins.greeter]\ngreeting = "Ahoy"\n')
     async with running(config, adapter, tmp_path):
@@ -126,7 +125,7 @@ async def test_bundled_plugins_load_and_a_folder_plugin_replaces_one(
 
 
 async def test_a_broken_plugin_is_isolated_while_the_rest_serves(
-    make_config: MakeConfig, adapter: RecordingAdapter, tmp_path: Path
+    make_config: MakeConfig, adapter: FakePlatform, tmp_path: Path
 ) -> None:
     config = with_dirs(make_config, "broken", "good")
     async with running(config, adapter, tmp_path) as bot:
@@ -163,7 +162,7 @@ def test_the_plugins_command_lists_loaded_and_failed_plugins(
 
 
 async def test_two_plugins_claiming_one_command_stop_the_start_naming_both(
-    make_config: MakeConfig, adapter: RecordingAdapter, tmp_path: Path
+    make_config: MakeConfig, adapter: FakePlatform, tmp_path: Path
 ) -> None:
     config = with_dirs(make_config, "dupes")
     with pytest.raises(StartupError) as caught:
@@ -176,7 +175,7 @@ async def test_two_plugins_claiming_one_command_stop_the_start_naming_both(
 
 
 async def test_admin_commands_answer_only_admins(
-    make_config: MakeConfig, adapter: RecordingAdapter, tmp_path: Path
+    make_config: MakeConfig, adapter: FakePlatform, tmp_path: Path
 ) -> None:
     async with running(with_dirs(make_config, "good"), adapter, tmp_path):
         await adapter.say("/shutdown", user="mallory")
@@ -188,7 +187,7 @@ async def test_admin_commands_answer_only_admins(
 
 
 async def test_wrong_arguments_answer_with_the_usage_line(
-    make_config: MakeConfig, adapter: RecordingAdapter, tmp_path: Path
+    make_config: MakeConfig, adapter: FakePlatform, tmp_path: Path
 ) -> None:
     async with running(with_dirs(make_config, "good"), adapter, tmp_path):
         await adapter.say("/add 2")
@@ -204,7 +203,7 @@ async def test_wrong_arguments_answer_with_the_usage_line(
 
 
 async def test_message_hooks_can_answer_and_reply_hooks_see_the_reply(
-    make_config: MakeConfig, adapter: RecordingAdapter, tmp_path: Path
+    make_config: MakeConfig, adapter: FakePlatform, tmp_path: Path
 ) -> None:
     model = ScriptedModel()
     config = with_dirs(make_config, "hooks")
@@ -223,7 +222,7 @@ async def test_message_hooks_can_answer_and_reply_hooks_see_the_reply(
 
 
 async def test_a_handler_raising_usage_error_gets_the_usage_line(
-    make_config: MakeConfig, adapter: RecordingAdapter, tmp_path: Path
+    make_config: MakeConfig, adapter: FakePlatform, tmp_path: Path
 ) -> None:
     plugin = Plugin("picky")
 
@@ -282,7 +281,7 @@ class _Collect(logging.Handler):
 
 
 async def test_a_plugin_blocking_the_event_loop_is_named_in_a_warning(
-    make_config: MakeConfig, adapter: RecordingAdapter, tmp_path: Path
+    make_config: MakeConfig, adapter: FakePlatform, tmp_path: Path
 ) -> None:
     collect = _Collect()
     watchdog_log = logging.getLogger("llamabot.loop_lag")

@@ -11,25 +11,24 @@ from llamabot import CommandContext, Plugin
 from llamabot.app import Bot
 from llamabot.config import Config
 from llamabot.plugin_host import PluginHost
+from llamabot.testing import FakePlatform, ScriptedModel
 from tests.conftest import BASE_TOML, MakeConfig
-from tests.fakes.chat import RecordingAdapter
-from tests.fakes.model import ScriptedModel
 
 GROUP = "telegram:grp"
 
 
-def bot(config: Config, model: ScriptedModel, adapter: RecordingAdapter, *plugins: Plugin) -> Bot:
+def bot(config: Config, model: ScriptedModel, adapter: FakePlatform, *plugins: Plugin) -> Bot:
     host = PluginHost()
     for plugin in plugins:
         host.add(plugin, "test", config)
     return Bot(config, model=model, adapters=[adapter], plugins=host)
 
 
-def telegram() -> RecordingAdapter:
-    return RecordingAdapter(platform="telegram")
+def telegram() -> FakePlatform:
+    return FakePlatform(platform="telegram")
 
 
-def in_group(adapter: RecordingAdapter, text: str, user: str, **kw: object) -> asyncio.Future[None]:
+def in_group(adapter: FakePlatform, text: str, user: str, **kw: object) -> asyncio.Future[None]:
     return adapter.say(text, chat="grp", private=False, addressed=True, user=user, **kw)  # type: ignore[arg-type]
 
 
@@ -38,7 +37,7 @@ def asked(model: ScriptedModel) -> list[str]:
     return [call.last_user.split(": ", 1)[-1] for call in model.calls]
 
 
-def notices(adapter: RecordingAdapter, key: str, needle: str) -> list[str]:
+def notices(adapter: FakePlatform, key: str, needle: str) -> list[str]:
     return [text for text in adapter.messages_in(key) if needle in text]
 
 
@@ -209,7 +208,7 @@ async def test_roles_gate_servers_and_a_binding_can_open_its_channel(
         '\n[[bindings]]\nplatform = "discord"\nchannel = "lobby"\npersona = "assistant"\n'
         "[bindings.access]\nallowed_roles = []\n"
     )
-    adapter = RecordingAdapter(platform="discord")
+    adapter = FakePlatform(platform="discord")
 
     def say(text: str, chat: str, roles: tuple[str, ...]) -> asyncio.Future[None]:
         return adapter.say(

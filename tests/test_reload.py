@@ -16,8 +16,7 @@ from llamabot.config import load_config
 from llamabot.plugin_host import PluginHost
 from llamabot.plugins import Plugin
 from llamabot.reload import ConfigWatcher, ReloadResult
-from tests.fakes.chat import RecordingAdapter
-from tests.fakes.model import ScriptedModel
+from llamabot.testing import FakePlatform, ScriptedModel
 
 TOML = """
 [storage]
@@ -38,7 +37,7 @@ respond = "always"
 async def running(tmp_path: Path) -> AsyncIterator[tuple[Bot, ConfigWatcher, Path]]:
     path = tmp_path / "bot.toml"
     path.write_text(TOML)
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     bot = Bot(
         load_config(path),
         config_path=path,
@@ -65,7 +64,7 @@ async def next_result(watcher: ConfigWatcher, seen: int) -> ReloadResult:
 
 async def ask(bot: Bot) -> str:
     [adapter] = bot.adapters
-    assert isinstance(adapter, RecordingAdapter)
+    assert isinstance(adapter, FakePlatform)
     await adapter.say("hi")
     model = bot.model
     assert isinstance(model, ScriptedModel)
@@ -160,7 +159,7 @@ async def test_plugin_settings_reload_and_a_bad_slice_is_rejected_whole(tmp_path
         config,
         config_path=path,
         model=ScriptedModel(),
-        adapters=[RecordingAdapter()],
+        adapters=[FakePlatform()],
         plugins=host,
         watch_config=True,
     )

@@ -12,20 +12,19 @@ from llamabot.errors import StartupError
 from llamabot.events import ChannelRef
 from llamabot.llm.errors import ModelNotFound, ModelUnavailable
 from llamabot.plugin_host import PluginHost
+from llamabot.testing import FakePlatform, ScriptedModel, echo
 from tests.conftest import BASE_TOML, MakeConfig
-from tests.fakes.chat import RecordingAdapter
-from tests.fakes.model import ScriptedModel, echo
 
 LOCAL = ChannelRef("console", "local", is_private=True)
 KEY = LOCAL.key
 
 
-def bot(config: Config, model: ScriptedModel, adapter: RecordingAdapter) -> Bot:
+def bot(config: Config, model: ScriptedModel, adapter: FakePlatform) -> Bot:
     return Bot(config, model=model, adapters=[adapter], plugins=PluginHost())
 
 
 async def test_the_bound_persona_reaches_the_model(
-    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+    make_config: MakeConfig, model: ScriptedModel, adapter: FakePlatform
 ) -> None:
     config = make_config(
         BASE_TOML + '[[bindings]]\nplatform = "console"\nchannel = "ship"\npersona = "pirate"\n'
@@ -38,7 +37,7 @@ async def test_the_bound_persona_reaches_the_model(
 
 
 async def test_history_is_fed_back_to_the_model(
-    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+    make_config: MakeConfig, model: ScriptedModel, adapter: FakePlatform
 ) -> None:
     async with bot(make_config(), model, adapter):
         await adapter.say("first")
@@ -53,7 +52,7 @@ async def test_history_is_fed_back_to_the_model(
 
 
 async def test_history_survives_a_restart(
-    make_store_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+    make_store_config: MakeConfig, model: ScriptedModel, adapter: FakePlatform
 ) -> None:
     config = make_store_config()
     async with bot(config, model, adapter):
@@ -69,7 +68,7 @@ async def test_history_survives_a_restart(
 
 
 async def test_messages_of_one_conversation_are_answered_in_order(
-    make_config: MakeConfig, adapter: RecordingAdapter
+    make_config: MakeConfig, adapter: FakePlatform
 ) -> None:
     gate = asyncio.Event()
     model = ScriptedModel(gate=gate)
@@ -84,7 +83,7 @@ async def test_messages_of_one_conversation_are_answered_in_order(
 
 
 async def test_conversations_run_concurrently_up_to_max_concurrency(
-    make_config: MakeConfig, adapter: RecordingAdapter
+    make_config: MakeConfig, adapter: FakePlatform
 ) -> None:
     gate = asyncio.Event()
     model = ScriptedModel(gate=gate)
@@ -105,7 +104,7 @@ async def test_conversations_run_concurrently_up_to_max_concurrency(
 
 
 async def test_empty_messages_are_ignored(
-    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+    make_config: MakeConfig, model: ScriptedModel, adapter: FakePlatform
 ) -> None:
     async with bot(make_config(), model, adapter) as running:
         await adapter.say("")
@@ -115,7 +114,7 @@ async def test_empty_messages_are_ignored(
 
 
 async def test_a_too_long_message_is_refused_with_a_notice(
-    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+    make_config: MakeConfig, model: ScriptedModel, adapter: FakePlatform
 ) -> None:
     async with bot(make_config(), model, adapter) as running:
         await adapter.say("x" * 16_001)
@@ -126,7 +125,7 @@ async def test_a_too_long_message_is_refused_with_a_notice(
 
 
 async def test_an_unknown_command_says_how_to_find_the_right_one(
-    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+    make_config: MakeConfig, model: ScriptedModel, adapter: FakePlatform
 ) -> None:
     async with bot(make_config(), model, adapter):
         await adapter.say("/frobnicate now")
@@ -135,7 +134,7 @@ async def test_an_unknown_command_says_how_to_find_the_right_one(
 
 
 async def test_in_groups_only_addressed_messages_are_answered_with_speaker_names(
-    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+    make_config: MakeConfig, model: ScriptedModel, adapter: FakePlatform
 ) -> None:
     async with bot(make_config(), model, adapter) as running:
         await adapter.say("chatter", chat="g", private=False, user="bob")
@@ -147,7 +146,7 @@ async def test_in_groups_only_addressed_messages_are_answered_with_speaker_names
 
 
 async def test_a_model_error_before_any_text_keeps_the_question_only(
-    make_config: MakeConfig, adapter: RecordingAdapter
+    make_config: MakeConfig, adapter: FakePlatform
 ) -> None:
     model = ScriptedModel(error=ModelNotFound("llama3.2"))
     async with bot(make_config(), model, adapter) as running:
@@ -160,7 +159,7 @@ async def test_a_model_error_before_any_text_keeps_the_question_only(
 
 
 async def test_an_interrupted_reply_stays_visible_marked_and_out_of_the_window(
-    make_config: MakeConfig, adapter: RecordingAdapter
+    make_config: MakeConfig, adapter: FakePlatform
 ) -> None:
     model = ScriptedModel(error=ModelUnavailable("host down"), error_after=2, chunk=4)
     async with bot(make_config(), model, adapter):
@@ -176,7 +175,7 @@ async def test_an_interrupted_reply_stays_visible_marked_and_out_of_the_window(
 
 
 async def test_stopping_lets_a_reply_in_flight_finish(make_config: MakeConfig) -> None:
-    class StopRecordingAdapter(RecordingAdapter):
+    class StopRecordingAdapter(FakePlatform):
         shown_at_stop: list[str] | None = None
 
         async def stop(self) -> None:
@@ -194,7 +193,7 @@ async def test_stopping_lets_a_reply_in_flight_finish(make_config: MakeConfig) -
 
 
 async def test_interrupting_a_reply_keeps_its_text_marked_and_the_lane_open(
-    make_config: MakeConfig, adapter: RecordingAdapter
+    make_config: MakeConfig, adapter: FakePlatform
 ) -> None:
     model = ScriptedModel(reply=lambda call: "x" * 2000, chunk=1)
     async with bot(make_config(), model, adapter) as running:
@@ -213,12 +212,12 @@ async def test_interrupting_a_reply_keeps_its_text_marked_and_the_lane_open(
 
 
 async def test_a_second_bot_on_the_same_sqlite_file_is_refused_until_the_first_stops(
-    make_config: MakeConfig, model: ScriptedModel, adapter: RecordingAdapter
+    make_config: MakeConfig, model: ScriptedModel, adapter: FakePlatform
 ) -> None:
     config = make_config()
     async with bot(config, model, adapter):
         with pytest.raises(StartupError, match="SQLite serves one bot process"):
-            async with bot(config, model, RecordingAdapter()):
+            async with bot(config, model, FakePlatform()):
                 pass
     async with bot(config, model, adapter):  # released at stop
         await adapter.say("after")

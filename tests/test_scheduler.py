@@ -22,9 +22,8 @@ from llamabot.errors import StartupError
 from llamabot.plugin_host import PluginHost
 from llamabot.scheduler import Scheduler
 from llamabot.storage.engine import sync_url
+from llamabot.testing import FakePlatform, ScriptedModel
 from tests.conftest import MakeConfig
-from tests.fakes.chat import RecordingAdapter
-from tests.fakes.model import ScriptedModel
 
 
 @contextmanager
@@ -95,11 +94,11 @@ class Recorder:
         host.add(self.plugin, "test", config)
         return host
 
-    def bot(self, config: Config, adapter: RecordingAdapter | None = None) -> Bot:
+    def bot(self, config: Config, adapter: FakePlatform | None = None) -> Bot:
         return Bot(
             config,
             model=ScriptedModel(),
-            adapters=[adapter or RecordingAdapter()],
+            adapters=[adapter or FakePlatform()],
             plugins=self.host(config),
         )
 

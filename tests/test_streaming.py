@@ -11,7 +11,7 @@ import pytest
 from llamabot.adapters.base import PlatformLimits
 from llamabot.events import ChannelRef
 from llamabot.streaming import ReplyStream, split_message, take_piece
-from tests.fakes.chat import RecordingAdapter
+from llamabot.testing import FakePlatform
 
 CHANNEL = ChannelRef("console", "local", is_private=True)
 
@@ -75,7 +75,7 @@ def test_take_piece_reports_what_it_consumed() -> None:
     assert consumed == len(piece) - len("```")
 
 
-async def stream(adapter: RecordingAdapter, text: str, chunk: int = 7) -> ReplyStream:
+async def stream(adapter: FakePlatform, text: str, chunk: int = 7) -> ReplyStream:
     reply = ReplyStream(adapter, CHANNEL, "in-1")
     reply.start()
     for start in range(0, len(text), chunk):
@@ -86,7 +86,7 @@ async def stream(adapter: RecordingAdapter, text: str, chunk: int = 7) -> ReplyS
 
 
 async def test_first_text_is_sent_then_edited_to_the_whole_reply() -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     text = "The quick brown fox jumps over the lazy dog. " * 5
     reply = await stream(adapter, text)
     assert next(c.kind for c in adapter.calls) == "send"
@@ -95,7 +95,7 @@ async def test_first_text_is_sent_then_edited_to_the_whole_reply() -> None:
 
 
 async def test_long_reply_continues_in_new_messages_joining_to_the_exact_text() -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     text = "".join(f"Line {i} of a long answer, with some words.\n" for i in range(200))
     await stream(adapter, text, chunk=13)
     messages = adapter.messages_in(CHANNEL.key)
@@ -106,7 +106,7 @@ async def test_long_reply_continues_in_new_messages_joining_to_the_exact_text() 
 
 async def test_edits_of_one_message_are_never_faster_than_the_interval() -> None:
     interval = 0.05
-    adapter = RecordingAdapter(limits=PlatformLimits(max_chars=2000, edit_interval_s=interval))
+    adapter = FakePlatform(limits=PlatformLimits(max_chars=2000, edit_interval_s=interval))
     reply = ReplyStream(adapter, CHANNEL)
     reply.start()
     for i in range(40):
@@ -121,7 +121,7 @@ async def test_edits_of_one_message_are_never_faster_than_the_interval() -> None
 
 
 async def test_a_failed_edit_continues_in_a_new_message_without_loss_or_duplication() -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     reply = ReplyStream(adapter, CHANNEL)
     reply.start()
     reply.feed("first part. ")
@@ -136,7 +136,7 @@ async def test_a_failed_edit_continues_in_a_new_message_without_loss_or_duplicat
 
 
 async def test_finish_suffix_is_shown() -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     reply = ReplyStream(adapter, CHANNEL)
     reply.start()
     reply.feed("partial")
@@ -146,13 +146,13 @@ async def test_finish_suffix_is_shown() -> None:
 
 @pytest.mark.parametrize("text", ["", "   \n  "])
 async def test_blank_output_sends_nothing(text: str) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     await stream(adapter, text)
     assert adapter.calls == []
 
 
 async def test_a_reply_cut_at_stop_ends_with_the_restart_notice() -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     reply = ReplyStream(adapter, CHANNEL, "m1")
     reply.start()
     reply.feed("Half of an answer")
@@ -164,7 +164,7 @@ async def test_a_reply_cut_at_stop_ends_with_the_restart_notice() -> None:
 
 
 async def test_a_reply_cut_before_its_first_word_still_tells_the_person() -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     reply = ReplyStream(adapter, CHANNEL, "m1")
     reply.start()
     await reply.cancel()

@@ -30,8 +30,8 @@ from llamabot.events import ChannelRef, Inbound
 from llamabot.llm import ChatMessage, GenerationOptions
 from llamabot.metrics import Metrics
 from llamabot.plugin_host import PluginHost
+from llamabot.testing import ScriptedModel
 from tests.conftest import MakeConfig
-from tests.fakes.model import ScriptedModel
 from tests.fakes.telegram import CUT, FakeTelegram, Message, user
 
 BOT = "llama_test_bot"

@@ -16,8 +16,8 @@ from llamabot.app import Bot
 from llamabot.config import Config, parse_config
 from llamabot.plugin_host import PluginHost
 from llamabot.plugin_loader import load_plugins
+from llamabot.testing import FakePlatform
 from llamabot.tools import describe_call, tool_from_function
-from tests.fakes.chat import RecordingAdapter
 from tests.fakes.ollama import FakeModel, FakeOllama
 
 KEY = "console:local"
@@ -108,7 +108,7 @@ async def fake() -> AsyncIterator[FakeOllama]:
         yield server
 
 
-def bot(config: Config, adapter: RecordingAdapter, tmp_path: Path) -> Bot:
+def bot(config: Config, adapter: FakePlatform, tmp_path: Path) -> Bot:
     return Bot(config, adapters=[adapter], plugins=host(config, tmp_path))
 
 
@@ -173,7 +173,7 @@ def test_the_line_shown_while_a_tool_runs_is_short() -> None:
 async def test_a_tool_call_round_trip_is_answered_stored_and_shown_later(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake.script = [[{"name": "dice", "arguments": {"sides": 6, "count": 2}}], "You rolled 12."]
     async with bot(config_for(fake.url, tmp_path), adapter, tmp_path):
         await adapter.say("roll two dice")
@@ -212,7 +212,7 @@ async def test_a_tool_call_round_trip_is_answered_stored_and_shown_later(
 async def test_the_person_sees_a_line_while_the_tool_runs_and_not_after(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake.script = [[{"name": "slow", "arguments": {}}], "Done waiting."]
     slow_started.clear()
     slow_release.clear()
@@ -228,7 +228,7 @@ async def test_the_person_sees_a_line_while_the_tool_runs_and_not_after(
 
 
 async def test_the_time_tool_tells_the_bots_time_zone(fake: FakeOllama, tmp_path: Path) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake.script = [[{"name": "time", "arguments": {}}], "It is late."]
     async with bot(config_for(fake.url, tmp_path), adapter, tmp_path):
         await adapter.say("what time is it?")
@@ -239,7 +239,7 @@ async def test_the_time_tool_tells_the_bots_time_zone(fake: FakeOllama, tmp_path
 async def test_kept_tool_lines_stay_in_the_reply_but_not_in_the_history(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake.script = [[{"name": "time", "arguments": {}}], "It is late."]
     config = config_for(fake.url, tmp_path, extra='show_calls = "keep"')
     async with bot(config, adapter, tmp_path):
@@ -256,7 +256,7 @@ async def test_kept_tool_lines_stay_in_the_reply_but_not_in_the_history(
 async def test_an_invalid_argument_goes_back_to_the_model_as_the_result(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake.script = [[{"name": "dice", "arguments": {"sides": "many"}}], "Sorry."]
     async with bot(config_for(fake.url, tmp_path), adapter, tmp_path):
         await adapter.say("roll")
@@ -270,7 +270,7 @@ async def test_an_invalid_argument_goes_back_to_the_model_as_the_result(
 async def test_a_tool_that_hangs_is_stopped_and_the_model_told(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake.script = [[{"name": "stall", "arguments": {}}], "It took too long."]
     config = config_for(fake.url, tmp_path, tools='["stall"]')
     async with bot(config, adapter, tmp_path):
@@ -283,7 +283,7 @@ async def test_a_tool_that_hangs_is_stopped_and_the_model_told(
 async def test_a_tool_the_persona_may_not_use_is_neither_offered_nor_run(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake.script = [[{"name": "dice", "arguments": {"sides": 6}}], "No dice."]
     config = config_for(fake.url, tmp_path, tools='["time"]')
     async with bot(config, adapter, tmp_path):
@@ -298,7 +298,7 @@ async def test_a_tool_the_persona_may_not_use_is_neither_offered_nor_run(
 async def test_admin_only_tools_are_offered_on_admins_turns_only(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     config = config_for(fake.url, tmp_path, tools='["time", "secret"]')
     async with bot(config, adapter, tmp_path):
         await adapter.say("hi", user="guest")
@@ -310,7 +310,7 @@ async def test_admin_only_tools_are_offered_on_admins_turns_only(
 async def test_the_round_limit_makes_the_model_answer_in_words(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     call = [{"name": "dice", "arguments": {"sides": 2}}]
     fake.script = [call, call, call, "Enough rolling."]
     config = config_for(fake.url, tmp_path, extra="max_rounds = 2")
@@ -324,7 +324,7 @@ async def test_the_round_limit_makes_the_model_answer_in_words(
 
 
 async def test_a_model_without_tool_support_is_never_sent_tools(tmp_path: Path) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with FakeOllama([FakeModel("llama3.2", capabilities=("completion",))]) as fake:
         fake.reply = "Plain answer."
         async with bot(config_for(fake.url, tmp_path), adapter, tmp_path):
@@ -334,7 +334,7 @@ async def test_a_model_without_tool_support_is_never_sent_tools(tmp_path: Path) 
 
 
 async def test_a_persona_without_tools_sends_none(fake: FakeOllama, tmp_path: Path) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     async with bot(config_for(fake.url, tmp_path, tools="[]"), adapter, tmp_path):
         await adapter.say("hi")
     assert not fake.chat_requests[0].get("tools")
@@ -349,7 +349,7 @@ async def test_a_persona_without_tools_sends_none(fake: FakeOllama, tmp_path: Pa
 async def test_the_remind_tool_sets_a_reminder_for_the_asker(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake.script = [[{"name": "remind", "arguments": {"when": "2h", "text": "stretch"}}], "Done."]
     config = config_for(fake.url, tmp_path, tools='["remind"]')
     async with bot(config, adapter, tmp_path) as running:
@@ -368,7 +368,7 @@ async def test_the_remind_tool_sets_a_reminder_for_the_asker(
 async def test_the_remind_tool_refuses_a_time_it_cannot_read(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     fake.script = [[{"name": "remind", "arguments": {"when": "soonish", "text": "x"}}], "Hm."]
     async with bot(config_for(fake.url, tmp_path, tools='["remind"]'), adapter, tmp_path):
         await adapter.say("remind me")
@@ -378,7 +378,7 @@ async def test_the_remind_tool_refuses_a_time_it_cannot_read(
 async def test_history_search_finds_this_conversations_words_only(
     fake: FakeOllama, tmp_path: Path
 ) -> None:
-    adapter = RecordingAdapter()
+    adapter = FakePlatform()
     config = config_for(fake.url, tmp_path, tools='["history_search"]')
     async with bot(config, adapter, tmp_path):
         fake.reply = "noted"

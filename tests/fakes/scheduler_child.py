@@ -19,7 +19,7 @@ from llamabot import JobContext, Plugin
 from llamabot.app import Bot
 from llamabot.config import parse_config
 from llamabot.plugin_host import PluginHost
-from tests.fakes.model import ScriptedModel
+from llamabot.testing import ScriptedModel
 
 plugin = Plugin("lead")
 
