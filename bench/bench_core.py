@@ -121,7 +121,14 @@ class NullAdapter:
     async def stop(self) -> None:
         return None
 
-    async def send(self, to: ChannelRef, text: str, reply_to: str | None = None) -> SentMessage:
+    async def send(
+        self,
+        to: ChannelRef,
+        text: str,
+        reply_to: str | None = None,
+        *,
+        only_author: bool = False,
+    ) -> SentMessage:
         self.sends += 1
         return SentMessage(to, str(self.sends))
 

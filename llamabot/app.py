@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from llamabot.access import permission_of
 from llamabot.adapters.base import Adapter, CommandSpec
 from llamabot.config import Config, resolve_storage_url
 from llamabot.context import PluginContexts
@@ -31,6 +32,7 @@ from llamabot.storage.engine import create_engine, upgrade
 from llamabot.storage.history import HistoryStore
 from llamabot.storage.inbox import Inbox
 from llamabot.storage.locks import claim_sqlite
+from llamabot.storage.state import StateStore
 
 if TYPE_CHECKING:
     from llamabot.scheduler import Scheduler
@@ -66,6 +68,7 @@ class Bot:
         self._stack = contextlib.AsyncExitStack()
         self._store: HistoryStore | None = None
         self._inbox: Inbox | None = None
+        self._state: StateStore | None = None
         self._router: Router | None = None
         self._contexts: PluginContexts | None = None
         self.scheduler: Scheduler | None = None
@@ -168,13 +171,41 @@ class Bot:
             await self._inbox.settle()
 
     def command_specs(self) -> list[CommandSpec]:
-        """The commands to advertise in a platform's menu."""
+        """The commands to advertise in a platform's menu (or as native commands)."""
         if self._plugins is None:
             return []
+        access = self._config.access
         return [
-            CommandSpec(c.name, c.description or c.usage or c.name, c.usage)
+            CommandSpec(
+                c.name,
+                c.description or c.usage or c.name,
+                c.usage,
+                tuple(c.options()),
+                permission_of(c.permission, c.name, access),
+                c.where,
+            )
             for c in self._plugins.commands()
         ]
+
+    async def autocomplete(
+        self, inbound: Inbound, adapter: Adapter, command: str, option: str, typed: str
+    ) -> list[str | int | float]:
+        """Suggestions for an option of a native command while the person types."""
+        if self._router is None:
+            return []
+        return await self._router.autocomplete(inbound, adapter, command, option, typed)
+
+    async def recall(self, key: str) -> str | None:
+        """A value kept with ``remember`` (adapters' state across restarts)."""
+        if self._state is None:
+            raise RuntimeError("the bot has not started")
+        return await self._state.get(key)
+
+    async def remember(self, key: str, value: str) -> None:
+        """Keep a small value across restarts."""
+        if self._state is None:
+            raise RuntimeError("the bot has not started")
+        await self._state.set(key, value)
 
     async def wait_idle(self) -> None:
         """Wait until every queued message has been handled."""
@@ -214,6 +245,7 @@ class Bot:
         self._store = HistoryStore(engine)
         self._stack.push_async_callback(self._store.aclose)
         self._inbox = Inbox(self._store)
+        self._state = StateStore(engine)
         self._stack.push_async_callback(self._settle_inbox)
 
         if self._model is None:

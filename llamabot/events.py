@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -52,11 +53,21 @@ class Author:
 
 
 @dataclass(frozen=True, slots=True)
+class Invocation:
+    """A command the platform itself parsed (a Discord slash command): its name and
+    its options by parameter name, already typed (text, integers, numbers, booleans)."""
+
+    name: str
+    options: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Inbound:
     """A message from a person, as the core sees it after the adapter normalised it.
 
     ``text`` has the bot's own mention removed. ``addressed`` is true when the person
-    spoke to the bot: a mention, or a reply to one of the bot's messages.
+    spoke to the bot: a mention, or a reply to one of the bot's messages. A native
+    command (``invocation``) is run as that command whatever ``text`` says.
     """
 
     channel: ChannelRef
@@ -65,6 +76,7 @@ class Inbound:
     message_id: str | None = None
     addressed: bool = False
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    invocation: Invocation | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, overload
 
 from pydantic import BaseModel
 from typing_extensions import TypeVar
 
+from llamabot.docstrings import read_docstring
 from llamabot.durations import seconds
 from llamabot.tools import Tool, ToolPermission, tool_from_function
 
@@ -38,6 +39,27 @@ class UsageError(Exception):
     """The arguments do not fit the command; the person is shown its usage line."""
 
 
+# What a person typing an option may be offered: ``async def names(ctx, typed) -> [...]``.
+Autocomplete = Callable[..., Awaitable[Sequence[str | int | float]]]
+OptionKind = Literal["string", "integer", "number", "boolean"]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOption:
+    """One argument of a command, as a platform's native command form shows it.
+
+    ``rest`` marks ``*words``: it takes the remaining words (one text option natively).
+    """
+
+    name: str
+    kind: OptionKind
+    description: str
+    required: bool
+    rest: bool = False
+    choices: tuple[str | int | float, ...] = ()
+    autocomplete: bool = False
+
+
 @dataclass(frozen=True)
 class Command:
     """A command a plugin registered."""
@@ -50,17 +72,40 @@ class Command:
     plugin: str
     cooldown_s: float = 0.0
     where: Where = "anywhere"
+    choices: Mapping[str, Sequence[str | int | float]] = field(default_factory=dict)
+    autocomplete: Mapping[str, Autocomplete] = field(default_factory=dict)
 
     def usage_line(self, prefix: str) -> str:
         """``/name usage`` as the person should type it."""
         return f"{prefix}{self.name} {self.usage}".rstrip()
 
+    def _parameters(self) -> list[inspect.Parameter]:
+        return list(inspect.signature(self.handler).parameters.values())[1:]
+
+    def options(self) -> list[CommandOption]:
+        """The handler's arguments, typed, with their descriptions from the docstring."""
+        _, described = read_docstring(inspect.getdoc(self.handler) or "")
+        found = []
+        for parameter in self._parameters():
+            rest = parameter.kind is inspect.Parameter.VAR_POSITIONAL
+            found.append(
+                CommandOption(
+                    name=parameter.name,
+                    kind=_KINDS[_annotation_type(parameter.annotation)],
+                    description=described.get(parameter.name, ""),
+                    required=rest or parameter.default is inspect.Parameter.empty,
+                    rest=rest,
+                    choices=tuple(self.choices.get(parameter.name, ())),
+                    autocomplete=parameter.name in self.autocomplete,
+                )
+            )
+        return found
+
     def parse(self, argument_text: str) -> list[Any]:
         """Turn the words after the command into the handler's typed arguments."""
         words = argument_text.split()
-        parameters = list(inspect.signature(self.handler).parameters.values())[1:]
         values: list[Any] = []
-        for parameter in parameters:
+        for parameter in self._parameters():
             kind = _annotation_type(parameter.annotation)
             if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
                 values.extend(_convert(word, kind) for word in words)
@@ -71,26 +116,63 @@ class Command:
                     raise UsageError(f"missing {parameter.name}")
                 values.append(parameter.default)
                 continue
-            values.append(_convert(words.pop(0), kind))
+            values.append(self._checked(parameter.name, _convert(words.pop(0), kind)))
         if words:
             raise UsageError("too many arguments")
         return values
 
+    def bind(self, options: Mapping[str, Any]) -> list[Any]:
+        """The handler's typed arguments from a native command's options by name."""
+        values: list[Any] = []
+        for parameter in self._parameters():
+            kind = _annotation_type(parameter.annotation)
+            given = options.get(parameter.name)
+            if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+                values.extend(_convert(word, kind) for word in str(given or "").split())
+                break
+            if given is None:
+                if parameter.default is inspect.Parameter.empty:
+                    raise UsageError(f"missing {parameter.name}")
+                values.append(parameter.default)
+                continue
+            values.append(self._checked(parameter.name, _convert(str(given), kind)))
+        return values
+
+    def _checked(self, name: str, value: Any) -> Any:
+        """``value`` as one of the parameter's ``choices`` (any case), when it has some."""
+        allowed = self.choices.get(name)
+        if not allowed:
+            return value
+        for option in allowed:
+            if option == value or (isinstance(value, str) and str(option).lower() == value.lower()):
+                return option
+        raise UsageError(f"{name} is one of {', '.join(map(str, allowed))}")
+
 
 def _annotation_type(annotation: Any) -> type:
-    names = {"int": int, "float": float, "str": str}
+    names = {"int": int, "float": float, "str": str, "bool": bool}
     if isinstance(annotation, str):
         return names.get(annotation.split("|")[0].strip(), str)
-    if annotation in (int, float):
+    if annotation in (int, float, bool):
         return annotation  # type: ignore[no-any-return]
     return str
 
 
+_KINDS: dict[type, OptionKind] = {str: "string", int: "integer", float: "number", bool: "boolean"}
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
 def _convert(word: str, kind: type) -> Any:
+    if kind is bool:
+        if word.lower() in _TRUE | _FALSE:
+            return word.lower() in _TRUE
+        raise UsageError(f"{word!r} is not yes or no")
     try:
         return kind(word)
     except ValueError:
-        raise UsageError(f"{word!r} is not a {kind.__name__}") from None
+        noun = "number" if kind is float else "whole number" if kind is int else kind.__name__
+        raise UsageError(f"{word!r} is not a {noun}") from None
 
 
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -159,6 +241,8 @@ class Plugin(Generic[C]):
         permission: Permission = "everyone",
         where: Where = "anywhere",
         cooldown: str | float = 0,
+        choices: Mapping[str, Sequence[str | int | float]] | None = None,
+        autocomplete: Mapping[str, Autocomplete] | None = None,
     ) -> Callable[[F], F]:
         """Register ``async def handler(ctx: CommandContext, *args)`` for ``/name``.
 
@@ -171,6 +255,11 @@ class Plugin(Generic[C]):
         (``"10s"``, ``"2m"`` or seconds) is the least time between two runs by one
         person; admins are exempt. The core enforces all three, and ``/help`` lists a
         command only where the person may use it.
+
+        On Discord every command is also a slash command: its options are the handler's
+        parameters, typed, described by the docstring's ``Args:`` section. ``choices``
+        maps a parameter to the values it may take; ``autocomplete`` maps a parameter
+        to ``async def suggest(ctx: CommandContext, typed: str) -> list[str]``.
         """
         if permission not in ("everyone", "moderator", "admin"):
             raise ValueError(f"permission must be everyone, moderator or admin, not {permission!r}")
@@ -181,6 +270,10 @@ class Plugin(Generic[C]):
             raise ValueError("a cooldown cannot be negative")
 
         def register(func: F) -> F:
+            parameters = list(inspect.signature(func).parameters)[1:]
+            unknown = sorted({*(choices or {}), *(autocomplete or {})} - set(parameters))
+            if unknown:
+                raise ValueError(f"/{name} has no parameter {', '.join(unknown)}")
             if any(c.name == name.lower() for c in self.commands):
                 raise ValueError(f"plugin {self.name!r} registers /{name} twice")
             doc = (inspect.getdoc(func) or "").split("\n")[0]
@@ -194,6 +287,8 @@ class Plugin(Generic[C]):
                     plugin=self.name,
                     cooldown_s=cooldown_s,
                     where=where,
+                    choices=dict(choices or {}),
+                    autocomplete=dict(autocomplete or {}),
                 )
             )
             return func

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,9 @@ ContextFactory = Callable[[Inbound, Adapter, Resolved, str], CommandContext[Any]
 
 # How often one person hears a "slow down" notice in one conversation.
 FLOOD_NOTICE_EVERY_S = 60.0
+# Discord shows at most 25 suggestions, and wants them within 3 s of the keystroke.
+MAX_SUGGESTIONS = 25
+AUTOCOMPLETE_TIMEOUT_S = 2.0
 # How often one person hears why they may not talk to the bot (per reason).
 REFUSAL_EVERY_S = 3600.0
 
@@ -54,9 +57,11 @@ def _read(config: Config, inbound: Inbound) -> _Reading | None:
     """``None`` for an empty message; read once when queued, again when handled
     (a reload in between may have changed the persona or the prefix)."""
     text = inbound.text.strip()
+    resolved = config.persona_for(inbound.channel)
+    if inbound.invocation is not None:  # a native command: the platform parsed it
+        return _Reading(text, resolved, inbound.invocation.name, True)
     if not text:
         return None
-    resolved = config.persona_for(inbound.channel)
     prefix = config.bot.command_prefix
     command = text[len(prefix) :] if text.startswith(prefix) and len(text) > len(prefix) else None
     spoken_to = inbound.channel.is_private or resolved.respond == "always" or inbound.addressed
@@ -365,8 +370,11 @@ class Router:
     async def _command(
         self, inbound: Inbound, adapter: Adapter, resolved: Resolved, body: str, spoken_to: bool
     ) -> None:
-        name, _, arguments = body.partition(" ")
+        name, _, text_arguments = body.partition(" ")
         name = name.strip().lower()
+        arguments: str | Mapping[str, object] = text_arguments
+        if inbound.invocation is not None:
+            arguments = inbound.invocation.options
         command = self._plugins.command(name)
         prefix = self._config().bot.command_prefix
         if command is None:
@@ -385,7 +393,7 @@ class Router:
         inbound: Inbound,
         adapter: Adapter,
         resolved: Resolved,
-        arguments: str,
+        arguments: str | Mapping[str, object],
     ) -> None:
         config = self._config()
         prefix = config.bot.command_prefix
@@ -406,7 +414,10 @@ class Router:
                     )
                 return
         try:
-            values = command.parse(arguments)
+            if isinstance(arguments, str):
+                values = command.parse(arguments)
+            else:
+                values = command.bind(arguments)
         except UsageError as exc:
             await self._notice(inbound, adapter, f"Usage: {command.usage_line(prefix)} ({exc})")
             return
@@ -434,6 +445,35 @@ class Router:
                 adapter,
                 f"Sorry, {prefix}{command.name} failed. The admin log has details.",
             )
+
+    async def autocomplete(
+        self, inbound: Inbound, adapter: Adapter, name: str, option: str, typed: str
+    ) -> list[str | int | float]:
+        """What the command's plugin suggests for ``option`` while the person types
+        ``typed`` (at most 25, in time for Discord's 3 s); nothing on any failure."""
+        command = self._plugins.command(name)
+        if command is None:
+            return []
+        suggest = command.autocomplete.get(option)
+        if suggest is None:
+            return list(command.choices.get(option, ()))[:MAX_SUGGESTIONS]
+        config = self._config()
+        resolved = config.persona_for(inbound.channel)
+        if refusal(config, resolved.access, inbound) is not None:
+            return []
+        ctx = self._context(inbound, adapter, resolved, command.plugin)
+        timeout_s = min(AUTOCOMPLETE_TIMEOUT_S, config.plugins.hook_timeout_s)
+        what = f"autocomplete of {option} of {config.bot.command_prefix}{name}"
+        try:
+            found = await guarded(
+                suggest(ctx, typed), what=what, plugin=command.plugin, timeout_s=timeout_s
+            )
+        except PluginTimeout:
+            return []
+        except Exception:
+            log.exception("%s (plugin %s) failed", what, command.plugin)
+            return []
+        return list(found)[:MAX_SUGGESTIONS]
 
     async def _run_message_hooks(
         self, inbound: Inbound, adapter: Adapter, resolved: Resolved
@@ -470,4 +510,4 @@ class Router:
                     log.exception("%s of plugin %s failed", what, plugin.name)
 
     async def _notice(self, inbound: Inbound, adapter: Adapter, text: str) -> None:
-        await send_text(adapter, inbound.channel, text, inbound.message_id)
+        await send_text(adapter, inbound.channel, text, inbound.message_id, only_author=True)

@@ -105,9 +105,17 @@ def split_message(text: str, limit: int) -> list[str]:
 
 
 async def send_text(
-    adapter: Adapter, to: ChannelRef, text: str, reply_to: str | None = None
+    adapter: Adapter,
+    to: ChannelRef,
+    text: str,
+    reply_to: str | None = None,
+    *,
+    only_author: bool = False,
 ) -> SentMessage | None:
     """Send a whole text at once (a notice, a command's answer, a reminder).
+
+    ``only_author``: a notice for the author of ``reply_to`` alone, where the platform
+    can show one (see ``Adapter.send``).
 
     It is split at the platform's limit; the first piece replies to ``reply_to``. Returns
     the first message, or ``None`` when the platform refused (logged, not raised). A
@@ -117,7 +125,8 @@ async def send_text(
     first: SentMessage | None = None
     try:
         for piece in split_message(text, adapter.limits.max_chars):
-            sent = await adapter.send(to, piece, reply_to=reply_to if first is None else None)
+            answering = reply_to if first is None else None
+            sent = await adapter.send(to, piece, reply_to=answering, only_author=only_author)
             first = first or sent
     except DeliveryError as exc:
         log.warning("could not post in %s: %s", to.key, exc)

@@ -79,7 +79,14 @@ class FakePlatform:
     async def stop(self) -> None:
         return None
 
-    async def send(self, to: ChannelRef, text: str, reply_to: str | None = None) -> SentMessage:
+    async def send(
+        self,
+        to: ChannelRef,
+        text: str,
+        reply_to: str | None = None,
+        *,
+        only_author: bool = False,
+    ) -> SentMessage:
         message_id = str(next(self._ids))
         self.shown[message_id] = text
         self.order.append(message_id)

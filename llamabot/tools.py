@@ -20,15 +20,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from llamabot.docstrings import read_docstring
 from llamabot.llm.base import ToolSpec
 
 log = logging.getLogger(__name__)
 
 ToolPermission = Literal["everyone", "admin"]
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_-]{0,63}")
-# A Google-style "Args:" section: "name: description", continued on indented lines.
-_ARGS_HEADER = re.compile(r"^(Args|Arguments|Parameters):\s*$")
-_ARG_LINE = re.compile(r"^\s+(\*{0,2}\w+)(?:\s*\([^)]*\))?:\s*(.*)$")
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,7 @@ def tool_from_function(
         raise ValueError(f"a tool's permission is everyone or admin, not {permission!r}")
     if not inspect.iscoroutinefunction(func):
         raise TypeError(f"tool {tool_name} must be an async function")
-    summary, argument_docs = _read_docstring(inspect.getdoc(func) or "")
+    summary, argument_docs = read_docstring(inspect.getdoc(func) or "")
     hints = _hints(func)
     fields: dict[str, Any] = {}
     parameters = list(inspect.signature(func).parameters.values())[1:]
@@ -109,36 +107,6 @@ def _hints(func: Callable[..., Any]) -> dict[str, Any]:
             except Exception:
                 continue
         return hints
-
-
-def _read_docstring(doc: str) -> tuple[str, dict[str, str]]:
-    """The description (the text before any section) and each argument's description."""
-    summary: list[str] = []
-    arguments: dict[str, str] = {}
-    current: str | None = None
-    in_args = False
-    for line in doc.splitlines():
-        if _ARGS_HEADER.match(line):
-            in_args = True
-            continue
-        if in_args:
-            match = _ARG_LINE.match(line)
-            if match and (len(line) - len(line.lstrip())) <= 4:
-                current = match.group(1).lstrip("*")
-                arguments[current] = match.group(2).strip()
-            elif line.strip() and line.startswith((" ", "\t")) and current is not None:
-                arguments[current] += " " + line.strip()
-            elif line.strip():
-                in_args = False  # another section starts
-            continue
-        if re.match(r"^(Returns|Raises|Yields|Examples?):\s*$", line):
-            in_args = False
-            current = None
-            summary.append("\0")  # the summary ends at the first section
-            continue
-        summary.append(line)
-    text = "\n".join(summary).split("\0")[0].strip()
-    return text, arguments
 
 
 class ToolRegistry:

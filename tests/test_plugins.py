@@ -196,7 +196,7 @@ async def test_wrong_arguments_answer_with_the_usage_line(
         await adapter.say("/add 2 3")
     assert adapter.messages_in(LOCAL) == [
         "Usage: /add <a> <b> (missing b)",
-        "Usage: /add <a> <b> ('two' is not a int)",
+        "Usage: /add <a> <b> ('two' is not a whole number)",
         "Usage: /add <a> <b> (too many arguments)",
         "5",
     ]

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from llamabot.config import Permission
     from llamabot.events import ChannelRef, Inbound, SentMessage
     from llamabot.metrics import Metrics
+    from llamabot.plugins import CommandOption, Where
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +34,18 @@ class PlatformLimits:
 
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
-    """A command as a platform's command menu shows it."""
+    """A command as a platform's command menu (or native command form) shows it.
+
+    ``permission`` is the one in force (``[access.commands]`` applied); ``where`` says
+    whether it works in private chats, groups or both.
+    """
 
     name: str
     description: str
     usage: str = ""
+    options: tuple[CommandOption, ...] = ()
+    permission: Permission = "everyone"
+    where: Where = "anywhere"
 
 
 class DeliveryError(Exception):
@@ -67,6 +76,20 @@ class BotHandle(Protocol):
         """The commands a platform should advertise in its menu."""
         ...
 
+    async def autocomplete(
+        self, inbound: Inbound, adapter: Adapter, command: str, option: str, typed: str
+    ) -> list[str | int | float]:
+        """Suggestions for ``option`` of ``command`` while the person types ``typed``."""
+        ...
+
+    async def recall(self, key: str) -> str | None:
+        """A value an adapter kept across restarts with ``remember`` (None if none)."""
+        ...
+
+    async def remember(self, key: str, value: str) -> None:
+        """Keep a small value across restarts (e.g. what was registered with a platform)."""
+        ...
+
     def interrupt(self, key: str) -> bool:
         """Stop the reply being written in conversation ``key`` (kept as ``interrupted``)."""
         ...
@@ -86,7 +109,18 @@ class Adapter(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def send(self, to: ChannelRef, text: str, reply_to: str | None = None) -> SentMessage: ...
+    async def send(
+        self,
+        to: ChannelRef,
+        text: str,
+        reply_to: str | None = None,
+        *,
+        only_author: bool = False,
+    ) -> SentMessage:
+        """Post ``text`` in ``to``, replying to ``reply_to``. ``only_author`` marks a notice
+        meant for the author of ``reply_to`` alone (a refusal); a platform that can show
+        a message to one person only (Discord, answering a slash command) does."""
+        ...
 
     async def edit(self, sent: SentMessage, text: str) -> None: ...
 

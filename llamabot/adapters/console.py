@@ -129,7 +129,14 @@ class ConsoleAdapter:
 
     # -- Adapter: what the bot says --------------------------------------------------
 
-    async def send(self, to: ChannelRef, text: str, reply_to: str | None = None) -> SentMessage:
+    async def send(
+        self,
+        to: ChannelRef,
+        text: str,
+        reply_to: str | None = None,
+        *,
+        only_author: bool = False,
+    ) -> SentMessage:
         message_id = str(next(self._ids))
         if self._reading:
             self._unprompted.add(message_id)

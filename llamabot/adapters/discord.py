@@ -341,7 +341,14 @@ class DiscordAdapter:
             users=[discord.Object(id=int(uid)) for uid in users],
         )
 
-    async def send(self, to: ChannelRef, text: str, reply_to: str | None = None) -> SentMessage:
+    async def send(
+        self,
+        to: ChannelRef,
+        text: str,
+        reply_to: str | None = None,
+        *,
+        only_author: bool = False,
+    ) -> SentMessage:
         """Post a message, as a reply to ``reply_to`` when that message still exists."""
         target = self._target(to)
         pings = self._allowed_mentions(text)

@@ -504,7 +504,14 @@ class TelegramAdapter:
         label = name.replace("[", "").replace("]", "") or user_id
         return f"[{label}](tg://user?id={user_id})"
 
-    async def send(self, to: ChannelRef, text: str, reply_to: str | None = None) -> SentMessage:
+    async def send(
+        self,
+        to: ChannelRef,
+        text: str,
+        reply_to: str | None = None,
+        *,
+        only_author: bool = False,
+    ) -> SentMessage:
         """Send a message (Markdown converted to HTML), replying to ``reply_to`` if given."""
         app = self._running_app()
         chat_id = int(to.chat_id)

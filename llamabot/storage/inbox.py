@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from llamabot.events import Author, ChannelRef, Inbound
+from llamabot.events import Author, ChannelRef, Inbound, Invocation
 from llamabot.storage.history import HistoryStore, is_sqlite
 from llamabot.storage.models import InboxEntry
 
@@ -55,6 +55,11 @@ def _as_json(inbound: Inbound) -> str:
     data["channel"] = _plain(inbound.channel)
     data["author"] = _plain(inbound.author)
     data["received_at"] = inbound.received_at.isoformat()
+    if inbound.invocation is not None:
+        data["invocation"] = {
+            "name": inbound.invocation.name,
+            "options": dict(inbound.invocation.options),
+        }
     return json.dumps(data, ensure_ascii=False)
 
 
@@ -74,6 +79,8 @@ def _from_json(text: str) -> Inbound:
     data["channel"] = _build(ChannelRef, data["channel"])
     data["author"] = _build(Author, data["author"])
     data["received_at"] = datetime.fromisoformat(data["received_at"])
+    if data.get("invocation"):
+        data["invocation"] = Invocation(data["invocation"]["name"], data["invocation"]["options"])
     return _build(Inbound, data)
 
 

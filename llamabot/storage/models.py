@@ -93,6 +93,16 @@ def is_modelled(name: str | None, type_: str, parent_names: object) -> bool:
     return name is None or not name.startswith(SEARCH_SCHEMA)
 
 
+class StateEntry(Base):
+    """A small value the bot keeps across restarts (e.g. the hash of the slash commands
+    registered with Discord, so they are synced only when they changed)."""
+
+    __tablename__ = "bot_state"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class InboxEntry(Base):
     """A platform message taken in but not handled yet.
 
