@@ -101,6 +101,11 @@ class Bot:
         return self._plugins
 
     @property
+    def command_prefix(self) -> str:
+        """What text commands start with (as reloaded last)."""
+        return self._config.bot.command_prefix
+
+    @property
     def contexts(self) -> PluginContexts:
         """Builds the contexts plugins receive (an embedder can run a plugin's code)."""
         if self._contexts is None:

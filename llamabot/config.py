@@ -241,6 +241,9 @@ class DiscordSection(Section):
     # Discord routes a guild's events to shard (guild_id >> 22) % shard_count, DMs to 0.
     shard_count: int | None = Field(default=None, ge=1)
     shard_ids: list[int] | None = None
+    # Commands as Discord slash commands, as text commands (/help typed in a message),
+    # or both. Slash commands are registered at start when they changed.
+    commands: Literal["slash", "prefix", "both"] = "both"
 
     @model_validator(mode="after")
     def _shards_fit(self) -> DiscordSection:

@@ -64,6 +64,11 @@ class BotHandle(Protocol):
 
     metrics: Metrics
 
+    @property
+    def command_prefix(self) -> str:
+        """What text commands start with (``[bot] command_prefix``)."""
+        ...
+
     def submit(self, inbound: Inbound, adapter: Adapter) -> asyncio.Future[None]:
         """Queue a message; the future completes when it has been handled."""
         ...

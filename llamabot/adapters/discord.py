@@ -19,6 +19,14 @@ import discord.http
 import yarl
 
 from llamabot.adapters.base import BotHandle, DeliveryError, PlatformLimits
+from llamabot.adapters.discord_commands import (
+    InteractionReplies,
+    answer_autocomplete,
+    channel_of,
+    invocation_inbound,
+    options_of,
+    sync_commands,
+)
 from llamabot.config import DiscordSection
 from llamabot.errors import StartupError
 from llamabot.events import Author, ChannelRef, Inbound, SentMessage
@@ -90,6 +98,9 @@ class _Client(discord.Client):
         # discord.py starts one task per event in arrival order; the inbox takes them in
         # that order (one writer thread), so they reach the router in the order sent.
         await self._adapter.receive(message)
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        await self._adapter.interaction(interaction)
 
 
 class _ShardedClient(discord.AutoShardedClient, _Client):
@@ -164,6 +175,21 @@ class DiscordAdapter:
         except BaseException:
             await self.stop()
             raise
+        await self._sync_slash_commands(client)
+
+    async def _sync_slash_commands(self, client: _Client) -> None:
+        """Register the plugins' commands as slash commands (``[discord] commands``)."""
+        if self._bot is None:
+            return
+        specs = [] if self._section.commands == "prefix" else self._bot.command_specs()
+        try:
+            await sync_commands(client, self._bot, specs)
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            log.warning(
+                "could not register the slash commands with Discord (%s); the text commands "
+                "work, and the next start tries again",
+                exc,
+            )
 
     async def _connect(self, client: _Client) -> None:
         try:
@@ -253,6 +279,32 @@ class DiscordAdapter:
 
     # -- inbound -------------------------------------------------------------------
 
+    async def interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """A slash command (or the typing of one of its options) from Discord."""
+        bot = self._bot
+        if bot is None or self._section.commands == "prefix":
+            return
+        if interaction.guild_id is None and not self._section.allow_dms:
+            return
+        author = _author(interaction.user)
+        try:
+            if interaction.type is discord.InteractionType.autocomplete:
+                name, _, focused = options_of(interaction)
+                inbound = Inbound(channel_of(interaction), author, "")
+                found = await bot.autocomplete(
+                    inbound, self, name, focused or "", _typed(interaction, focused)
+                )
+                await answer_autocomplete(interaction, found)
+            elif interaction.type is discord.InteractionType.application_command:
+                inbound = invocation_inbound(interaction, author)
+                name = inbound.invocation.name if inbound.invocation else ""
+                spec = next((s for s in bot.command_specs() if s.name == name), None)
+                admin_only = spec is not None and spec.permission == "admin"
+                replies = InteractionReplies(self, interaction, ephemeral=admin_only)
+                await bot.accept(inbound, replies)
+        except Exception:
+            log.exception("could not take a Discord slash command")
+
     async def receive(self, message: discord.Message) -> None:
         """Hand one gateway message to the bot, if it is one the bot should see."""
         inbound = self.normalize(message)
@@ -290,6 +342,8 @@ class DiscordAdapter:
         text = text.strip()
         if not text:
             return None  # an attachment or a bare mention: nothing to answer
+        if self._section.commands == "slash" and self._is_text_command(text):
+            return None  # commands are slash commands here; Discord offers them as such
         return Inbound(
             channel=ChannelRef(
                 platform=self.platform,
@@ -303,6 +357,13 @@ class DiscordAdapter:
             message_id=str(message.id),
             addressed=mentioned or replied,
         )
+
+    def _is_text_command(self, text: str) -> bool:
+        bot = self._bot
+        if bot is None or not text.startswith(bot.command_prefix):
+            return False
+        word = text[len(bot.command_prefix) :].split(maxsplit=1)
+        return bool(word) and any(spec.name == word[0].lower() for spec in bot.command_specs())
 
     # -- outbound ------------------------------------------------------------------
 
@@ -460,6 +521,15 @@ class DiscordAdapter:
                 exc.text or "Missing Permissions",
             )
         return DeliveryError(f"no permission to post in {to.key}", permanent=True)
+
+
+def _typed(interaction: discord.Interaction[Any], focused: str | None) -> str:
+    """What the person has typed so far into the option being completed."""
+    data: Any = interaction.data or {}
+    for option in data.get("options") or []:
+        if option.get("name") == focused:
+            return str(option.get("value", ""))
+    return ""
 
 
 def _author(user: discord.User | discord.Member) -> Author:
