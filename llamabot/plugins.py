@@ -146,7 +146,9 @@ class Command:
         for option in allowed:
             if option == value or (isinstance(value, str) and str(option).lower() == value.lower()):
                 return option
-        raise UsageError(f"{name} is one of {', '.join(map(str, allowed))}")
+        words = [str(option) for option in allowed]
+        spoken = words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+        raise UsageError(f"{name} must be {spoken}")
 
 
 def _annotation_type(annotation: Any) -> type:

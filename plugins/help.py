@@ -7,9 +7,19 @@ from llamabot import CommandContext, Plugin
 plugin = Plugin("help", description="Lists the commands you may use.")
 
 
-@plugin.command("help", usage="[command]")
+async def command_names(ctx: CommandContext[None], typed: str) -> list[str]:
+    """The commands the person may use that start with what they typed."""
+    wanted = typed.removeprefix(ctx.prefix).lower()
+    return [c.name for c in await ctx.commands.available() if c.name.startswith(wanted)]
+
+
+@plugin.command("help", usage="[command]", autocomplete={"command": command_names})
 async def show_help(ctx: CommandContext[None], command: str = "") -> None:
-    """List the commands you may use, or explain one."""
+    """List the commands you may use, or explain one.
+
+    Args:
+        command: The command to explain.
+    """
     prefix = ctx.prefix
     allowed = await ctx.commands.available()
     if command:

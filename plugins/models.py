@@ -9,11 +9,27 @@ from llamabot import CommandContext, ConfigError, ModelError, Plugin, UsageError
 plugin = Plugin("models", description="Lists the models; admins set a persona's model.")
 
 
-@plugin.command("models", usage="[set PERSONA MODEL]")
+async def persona_names(ctx: CommandContext[None], typed: str) -> list[str]:
+    """The personas bot.toml defines that start with what the person typed."""
+    return [name for name in sorted(ctx.bot_config.personas) if name.startswith(typed.lower())]
+
+
+@plugin.command(
+    "models",
+    usage="[set PERSONA MODEL]",
+    choices={"action": ["set"]},
+    autocomplete={"persona": persona_names},
+)
 async def models(
     ctx: CommandContext[None], action: str = "", persona: str = "", model: str = ""
 ) -> None:
-    """List the backend's models, or (admins) set the model of a persona."""
+    """List the backend's models, or (admins) set the model of a persona.
+
+    Args:
+        action: set a persona's model (admins).
+        persona: The persona whose model to set.
+        model: The model it should use.
+    """
     action = action.lower()
     if action == "" and not persona:
         await _list(ctx)

@@ -12,9 +12,24 @@ from llamabot import ChannelRef, CommandContext, ConfigError, Plugin, UsageError
 plugin = Plugin("persona", description="Shows, lists and (admins) sets the persona.")
 
 
-@plugin.command("persona", usage="[list | set NAME]")
+async def persona_names(ctx: CommandContext[None], typed: str) -> list[str]:
+    """The personas bot.toml defines that start with what the person typed."""
+    return [name for name in sorted(ctx.bot_config.personas) if name.startswith(typed.lower())]
+
+
+@plugin.command(
+    "persona",
+    usage="[list | set NAME]",
+    choices={"action": ["list", "set"]},
+    autocomplete={"name": persona_names},
+)
 async def persona(ctx: CommandContext[None], action: str = "", name: str = "") -> None:
-    """Show this conversation's persona, list them, or (admins) set it."""
+    """Show this conversation's persona, list them, or (admins) set it.
+
+    Args:
+        action: list the personas, or set this conversation's (admins).
+        name: The persona to set.
+    """
     personas = ctx.bot_config.personas
     current = ctx.persona.name
     action = action.lower()

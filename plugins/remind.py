@@ -90,7 +90,11 @@ def _describe(due: datetime, now: datetime) -> str:
 
 @plugin.command("remind", usage="<when> <text>")
 async def remind(ctx: CommandContext[Settings], *words: str) -> None:
-    """Remind you: /remind 10m stretch, /remind 2026-12-24 18:00 presents."""
+    """Remind you: /remind 10m stretch, /remind 2026-12-24 18:00 presents.
+
+    Args:
+        words: When, then what: 10m stretch, 18:00 call mum, 2026-12-24 18:00 presents.
+    """
     if not ctx.scheduler.available:
         await ctx.reply("Reminders are unavailable: this bot runs without a scheduler.")
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import make_url
 
 from llamabot.config import Config, parse_config
 from llamabot.testing import FakePlatform, ScriptedModel
+from tests.fakes.discord import FakeChannel, FakeDiscord, FakeGuild, FakeUser
 
 # httpx reads proxy variables; the fakes live on loopback.
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
@@ -101,3 +103,35 @@ def make_store_config(store_url: str, tmp_path: Path) -> MakeConfig:
         return parse_config(body, tmp_path / "bot.toml")
 
     return make
+
+
+# -- a Discord server on the fake Discord ------------------------------------------------
+
+
+@dataclass
+class World:
+    """A server with two channels and a thread, two people, and a DM."""
+
+    fake: FakeDiscord
+    guild: FakeGuild
+    general: FakeChannel
+    random: FakeChannel
+    thread: FakeChannel
+    alice: FakeUser
+    bob: FakeUser
+
+    @property
+    def bot(self) -> FakeUser:
+        return self.fake.bot_user
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    async with FakeDiscord() as fake:
+        guild = await fake.add_guild("Llama Club")
+        general = await fake.add_channel(guild, "general")
+        random = await fake.add_channel(guild, "random")
+        thread = await fake.add_thread(general, "long talk")
+        alice = fake.add_user("alice", global_name="Alice", nick="Ally")
+        bob = fake.add_user("bob", global_name="Bob")
+        yield World(fake, guild, general, random, thread, alice, bob)

@@ -193,7 +193,7 @@ async def test_persona_shows_and_lists(tmp_path: Path, adapter: FakePlatform) ->
         wrong = last(adapter)
     assert shown == "This conversation uses the persona assistant (model scripted)."
     assert listed == "Personas:\nassistant — scripted (this conversation)\npirate — llama3.2"
-    assert wrong == "Usage: /persona [list | set NAME] (say list, or set NAME)"
+    assert wrong == "Usage: /persona [list | set NAME] (action must be list or set)"
 
 
 async def test_persona_set_writes_a_binding_keeping_the_admins_comments(

@@ -8,7 +8,6 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,39 +19,11 @@ from llamabot.errors import StartupError
 from llamabot.events import ChannelRef
 from llamabot.llm import ChatMessage, GenerationOptions
 from llamabot.testing import ScriptedModel
-from tests.fakes.discord import FakeChannel, FakeDiscord, FakeGuild, FakeMessage, FakeUser
+from tests.conftest import World
+from tests.fakes.discord import FakeDiscord, FakeMessage
 
 MakeConfig = Callable[..., Config]
 EDIT_INTERVAL = 0.2
-
-
-@dataclass
-class World:
-    """A server with two channels and a thread, two people, and a DM."""
-
-    fake: FakeDiscord
-    guild: FakeGuild
-    general: FakeChannel
-    random: FakeChannel
-    thread: FakeChannel
-    alice: FakeUser
-    bob: FakeUser
-
-    @property
-    def bot(self) -> FakeUser:
-        return self.fake.bot_user
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    async with FakeDiscord() as fake:
-        guild = await fake.add_guild("Llama Club")
-        general = await fake.add_channel(guild, "general")
-        random = await fake.add_channel(guild, "random")
-        thread = await fake.add_thread(general, "long talk")
-        alice = fake.add_user("alice", global_name="Alice", nick="Ally")
-        bob = fake.add_user("bob", global_name="Bob")
-        yield World(fake, guild, general, random, thread, alice, bob)
 
 
 def config_text(world: World, bindings: str = "", discord_extra: str = "") -> str:

@@ -37,6 +37,16 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.discord_interactions import InteractionsMixin
+from tests.fakes.discord_wire import (
+    _RECORD,
+    RecordedRequest,
+    _body,
+    _check_content,
+    _form_error,
+    _json,
+)
+
 DISCORD_EPOCH_MS = 1_420_070_400_000
 API_PREFIX = "/api/v10"
 
@@ -196,25 +206,10 @@ class FakeMessage:
 
 
 @dataclass
-class RecordedRequest:
-    """One REST request as it crossed the wire (``path`` without the /api/v10 prefix)."""
-
-    method: str
-    path: str
-    json: Any
-    at: float
-    headers: dict[str, str]
-    status: int = 0
-
-
-@dataclass
 class _Failure:
     status: int
     retry_after: float
     is_global: bool
-
-
-_RECORD = web.RequestKey("record", RecordedRequest)
 
 
 class _Connection:
@@ -256,7 +251,7 @@ class _Session:
     shard: tuple[int, int] = (0, 1)  # (shard id, shard count) from IDENTIFY
 
 
-class FakeDiscord:
+class FakeDiscord(InteractionsMixin):
     """The fake Discord server. Use as ``async with FakeDiscord() as fake:``.
 
     Build the world before the bot connects (``add_guild``, ``add_channel``,
@@ -304,6 +299,7 @@ class FakeDiscord:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self._init_interactions()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -324,6 +320,7 @@ class FakeDiscord:
             api + "/channels/{channel_id}/messages/{message_id}", self._delete_message
         )
         app.router.add_post(api + "/channels/{channel_id}/typing", self._post_typing)
+        self._add_interaction_routes(app, api)
         app.router.add_route("*", api + "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -806,7 +803,9 @@ class FakeDiscord:
             response: web.StreamResponse = _json(
                 {"message": "500: Internal Server Error", "code": 0}, 500
             )
-        elif request.headers.get("Authorization") != f"Bot {self.token}":
+        elif self.needs_bot_token(request.path) and (
+            request.headers.get("Authorization") != f"Bot {self.token}"
+        ):
             response = _json({"message": "401: Unauthorized", "code": 0}, 401)
         else:
             response = await handler(request)
@@ -949,39 +948,6 @@ class FakeDiscord:
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         return _json({"message": "404: Not Found", "code": 0}, 404)
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    # discord.py parses a body as JSON only when Content-Type is exactly application/json.
-    return web.Response(
-        status=status,
-        body=json.dumps(data).encode(),
-        headers={"Content-Type": "application/json", **(headers or {})},
-    )
-
-
-def _body(request: web.Request) -> Json:
-    recorded = request[_RECORD]
-    return recorded.json if isinstance(recorded.json, dict) else {}
-
-
-def _form_error(field_name: str, code: str, message: str) -> web.Response:
-    return _json(
-        {
-            "message": "Invalid Form Body",
-            "code": 50035,
-            "errors": {field_name: {"_errors": [{"code": code, "message": message}]}},
-        },
-        400,
-    )
-
-
-def _check_content(content: str, body: Json) -> web.Response | None:
-    if len(content) > 2000:
-        return _form_error("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
-    if not content.strip() and not body.get("embeds"):
-        return _json({"message": "Cannot send an empty message", "code": 50006}, 400)
-    return None
 
 
 def _failure(failure: _Failure, bucket: str) -> web.Response:
