@@ -234,7 +234,9 @@ async def _plugins(args: argparse.Namespace) -> int:
             prefix + c.name + (" (admins)" if c.permission == "admin" else "")
             for c in sorted(loaded.plugin.commands, key=lambda c: c.name)
         )
-        print(f"  {loaded.plugin.name:<12} {commands or '(no commands)'}")
+        tools = ", ".join(f"{t.name} (tool)" for t in loaded.plugin.tools)
+        offered = ", ".join(part for part in (commands, tools) if part)
+        print(f"  {loaded.plugin.name:<12} {offered or '(no commands)'}")
         print(f"  {'':<12} from {loaded.source}")
     if host.failures:
         print(f"failed ({len(host.failures)}):")
