@@ -264,6 +264,7 @@ class Bot:
             from llamabot.plugin_loader import load_plugins
 
             self._plugins = load_plugins(config, self.config_dir)
+        self._report_unknown_tools()
         # One limiter: replies and plugins' one-off completions share the model's slots.
         limiter = asyncio.Semaphore(config.llm.max_concurrency)
         contexts = self._contexts = PluginContexts(
@@ -359,6 +360,20 @@ class Bot:
                 ", ".join(hosts),
                 self.model.install_hint(name),
             )
+
+    def _report_unknown_tools(self) -> None:
+        """Tell the admin, at start, which tools a persona lists that nothing offers."""
+        offered = set(self.plugins.tools.names())
+        for name, persona in sorted(self._config.personas.items()):
+            for tool in persona.tools:
+                if tool not in offered:
+                    log.warning(
+                        "persona %s lists the tool %s, which no loaded plugin offers "
+                        "(the tools on offer: %s)",
+                        name,
+                        tool,
+                        ", ".join(sorted(offered)) or "none",
+                    )
 
     def _start_maintenance(self) -> None:
         """Background upkeep: the bot.toml watcher, the daily history retention, and the

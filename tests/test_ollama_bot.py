@@ -16,7 +16,7 @@ from llamabot.llm.ollama import OllamaModel
 from llamabot.llm.select import select_model
 from llamabot.plugin_host import PluginHost
 from llamabot.testing import FakePlatform
-from tests.fakes.ollama import FakeOllama
+from tests.fakes.ollama import FakeModel, FakeOllama
 
 KEY = "console:local"
 
@@ -157,3 +157,34 @@ async def test_doctor_says_what_to_do_about_each_failure(fake: FakeOllama, tmp_p
     assert not lines["persona assistant"].ok
     assert "ollama pull mistral" in lines["persona assistant"].detail
     assert not lines["telegram token"].ok and "NOPE_TOKEN" in lines["telegram token"].detail
+
+
+async def test_doctor_says_which_personas_tools_cannot_be_called(tmp_path: Path) -> None:
+    models = [FakeModel("llama3.2"), FakeModel("tiny", capabilities=("completion",))]
+    async with FakeOllama(models) as fake:
+        path = tmp_path / "bot.toml"
+        path.write_text(
+            toml(fake.url, tmp_path).replace(
+                'prompt = "OLLAMA-PERSONA"', 'prompt = "P"\ntools = ["time"]'
+            )
+            + '[personas.small]\nprompt = "S"\nmodel = "tiny"\ntools = ["time"]\n'
+            + '[personas.typo]\nprompt = "T"\nmodel = "llama3.2"\ntools = ["tyme"]\n'
+        )
+        lines = {check.name: check for check in await run_checks(path)}
+    assert lines["persona assistant tools"].ok and lines["persona assistant tools"].detail == "time"
+    small = lines["persona small tools"]
+    assert not small.ok and "cannot call tools" in small.detail
+    typo = lines["persona typo tools"]
+    assert not typo.ok and "no loaded plugin offers tyme" in typo.detail
+
+
+async def test_a_persona_naming_an_unknown_tool_is_logged_at_start(
+    fake: FakeOllama, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = toml(fake.url, tmp_path).replace(
+        'prompt = "OLLAMA-PERSONA"', 'prompt = "P"\ntools = ["tyme"]'
+    )
+    caplog.set_level(logging.WARNING)
+    async with running(parse_config(text, tmp_path / "bot.toml"), FakePlatform()):
+        pass
+    assert "persona assistant lists the tool tyme, which no loaded plugin offers" in caplog.text
