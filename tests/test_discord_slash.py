@@ -25,6 +25,13 @@ slow = Plugin("slow")
 release = asyncio.Event()
 
 
+@pytest.fixture(autouse=True)
+def fresh_release() -> None:
+    # An asyncio.Event belongs to the loop it was first awaited on: one per test.
+    global release
+    release = asyncio.Event()
+
+
 @slow.command("ponder", usage="<topic>")
 async def ponder(ctx: CommandContext[None], topic: str, rounds: int = 1) -> None:
     """Think about a topic for a while.
@@ -130,7 +137,6 @@ async def test_a_slow_command_is_deferred_then_answered(
     world: World, make_config: MakeConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(discord_commands, "DEFER_AFTER_S", 0.05)
-    release.clear()
     async with running(world, make_config, tmp_path):
         used = await world.fake.invoke_command(
             world.bob, world.general, "ponder", {"topic": "time"}
@@ -143,6 +149,22 @@ async def test_a_slow_command_is_deferred_then_answered(
     assert len(used.followups) == 0  # the "thinking…" message became the answer
 
 
+async def test_a_command_waiting_behind_a_reply_is_acknowledged_in_time(
+    world: World, make_config: MakeConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Discord forgets an interaction not answered within its window; the deferral must
+    # come first even when the command waits in its conversation's lane.
+    monkeypatch.setattr(discord_commands, "DEFER_AFTER_S", 0.05)
+    world.fake.initial_response_window_s = 0.5
+    async with running(world, make_config, tmp_path):
+        first = await world.fake.invoke_command(world.bob, world.general, "ponder", {"topic": "a"})
+        second = await world.fake.invoke_command(world.bob, world.general, "ponder", {"topic": "b"})
+        await world.fake.wait_for(lambda: first.deferred and second.deferred)
+        release.set()
+        await world.fake.wait_for(lambda: bool(first.shown and second.shown))
+    assert first.shown == ["thought 1x about a"] and second.shown == ["thought 1x about b"]
+
+
 async def test_admin_commands_and_refusals_are_ephemeral(
     world: World, make_config: MakeConfig, tmp_path: Path
 ) -> None:
@@ -153,6 +175,7 @@ async def test_admin_commands_and_refusals_are_ephemeral(
     assert mine.shown == ["the secret"] and mine.ephemeral is True
     assert theirs.shown == ["Only the bot's admins can use /secret."]
     assert theirs.ephemeral is True
+    assert shown(world.fake, world.general.id) == []  # nobody else sees either
 
 
 async def test_persona_names_are_suggested_and_persona_set_works(

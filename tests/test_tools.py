@@ -62,6 +62,13 @@ slow_started = asyncio.Event()
 slow_release = asyncio.Event()
 
 
+@pytest.fixture(autouse=True)
+def fresh_events() -> None:
+    # An asyncio.Event belongs to the loop it was first awaited on: new ones per test.
+    global never, slow_started, slow_release
+    never, slow_started, slow_release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+
 @dice.tool("dice")
 async def roll(ctx: CommandContext[None], sides: int, count: int = 1) -> str:
     """Roll dice and give their total.
@@ -214,8 +221,6 @@ async def test_the_person_sees_a_line_while_the_tool_runs_and_not_after(
 ) -> None:
     adapter = FakePlatform()
     fake.script = [[{"name": "slow", "arguments": {}}], "Done waiting."]
-    slow_started.clear()
-    slow_release.clear()
     async with bot(config_for(fake.url, tmp_path, tools='["slow"]'), adapter, tmp_path):
         answered = adapter.say("take your time")
         await slow_started.wait()

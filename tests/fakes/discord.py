@@ -197,6 +197,7 @@ class FakeMessage:
     payload: Json
     versions: list[tuple[float, str]] = field(default_factory=list)
     deleted: bool = False
+    ephemeral_to: str | None = None  # an ephemeral answer: the one user who sees it
     dispatched_at: float | None = None  # a person's message: when MESSAGE_CREATE went out
     posted_at: float | None = None  # the bot's message: when its POST arrived
 
@@ -468,11 +469,15 @@ class FakeDiscord(InteractionsMixin):
         await self._dispatch("MESSAGE_DELETE", event)
 
     def bot_messages(self, channel_id: str) -> list[FakeMessage]:
-        """The bot's messages in a channel, oldest first, as they read now."""
+        """The bot's messages in a channel that everyone sees, oldest first, as they read
+        now (ephemeral answers to slash commands are their user's alone)."""
         return [
             m
             for m in self.messages.values()
-            if m.channel_id == channel_id and m.author is self.bot_user and not m.deleted
+            if m.channel_id == channel_id
+            and m.author is self.bot_user
+            and not m.deleted
+            and m.ephemeral_to is None
         ]
 
     def requests_to(self, method: str, pattern: str) -> list[RecordedRequest]:

@@ -57,6 +57,7 @@ class FakeInteraction:
     followups: list[FakeMessage] = field(default_factory=list)
     choices: list[Json] | None = None  # an autocomplete's answer
     expired: bool = False
+    created_at: float = field(default_factory=time.monotonic)
 
     @property
     def deferred(self) -> bool:
@@ -93,6 +94,8 @@ class InteractionsMixin:
         self.interactions: dict[str, FakeInteraction] = {}
         self._command_ids: dict[str, str] = {}
         self._by_token: dict[str, FakeInteraction] = {}
+        # Discord forgets an interaction not answered within 3 s (then: 10062).
+        self.initial_response_window_s = 3.0
 
     def _add_interaction_routes(self, app: web.Application, api: str) -> None:
         commands = api + "/applications/{app_id}/commands"
@@ -258,7 +261,8 @@ class InteractionsMixin:
         interaction = self.interactions.get(request.match_info["interaction_id"])
         if interaction is None or interaction.token != request.match_info["token"]:
             return _json({"message": "Unknown interaction", "code": 10062}, 404)
-        if interaction.expired:
+        late = time.monotonic() - interaction.created_at > self.initial_response_window_s
+        if interaction.expired or (late and not interaction.responses):
             return _json({"message": "Unknown interaction", "code": 10062}, 404)
         if interaction.responses:
             return _json(
@@ -317,6 +321,8 @@ class InteractionsMixin:
             "name": interaction.name,
         }
         message.posted_at = time.monotonic()
+        if flags & EPHEMERAL:
+            message.ephemeral_to = interaction.user.id
         return message
 
     # -- follow-ups and the original response -------------------------------------------
