@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -14,9 +14,6 @@ from llamabot.config import Config
 from llamabot.errors import StartupError
 from llamabot.plugins import Command, Plugin
 from llamabot.tools import ToolRegistry
-
-if TYPE_CHECKING:
-    from llamabot.context import JobContext
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -152,7 +149,7 @@ class PluginHost:
         return [loaded.plugin for loaded in self.loaded]
 
     async def run_start_hooks(
-        self, context: Callable[[str], JobContext[Any]], timeout_s: float = 30.0
+        self, context: Callable[[str], object], timeout_s: float = 30.0
     ) -> None:
         """Run every on_start hook in load order; a failing or hung hook is logged, skipped."""
         for plugin in self.plugins():
@@ -160,7 +157,7 @@ class PluginHost:
                 await _run_hook(plugin, hook, context, "on_start", timeout_s)
 
     async def run_stop_hooks(
-        self, context: Callable[[str], JobContext[Any]], timeout_s: float = 30.0
+        self, context: Callable[[str], object], timeout_s: float = 30.0
     ) -> None:
         """Run every on_stop hook in reverse load order; failures are logged."""
         for plugin in reversed(self.plugins()):
@@ -171,7 +168,7 @@ class PluginHost:
 async def _run_hook(
     plugin: Plugin,
     hook: Callable[..., Awaitable[None]],
-    context: Callable[[str], JobContext[Any]],
+    context: Callable[[str], object],
     kind: str,
     timeout_s: float,
 ) -> None:

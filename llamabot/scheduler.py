@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.executors.base import BaseExecutor, run_coroutine_job
@@ -44,9 +44,6 @@ from llamabot.plugin_host import PluginHost
 from llamabot.plugins import Job
 from llamabot.storage.engine import create_sync_engine, is_in_memory, sync_url
 from llamabot.storage.locks import LeaderLock
-
-if TYPE_CHECKING:
-    from llamabot.context import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +101,7 @@ class Scheduler:
         *,
         timezone: str,
         plugins: PluginHost,
-        context: Callable[[str], JobContext[Any]],
+        context: Callable[[str], object],
         grace_s: int = DEFAULT_GRACE_S,
         metrics: Metrics | None = None,
     ) -> None:

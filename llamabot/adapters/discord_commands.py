@@ -27,8 +27,7 @@ from llamabot.adapters.base import CommandSpec, DeliveryError, PlatformLimits
 from llamabot.events import ChannelRef, Inbound, Invocation, SentMessage
 
 if TYPE_CHECKING:
-    from llamabot.adapters.base import BotHandle
-    from llamabot.adapters.discord import DiscordAdapter
+    from llamabot.adapters.base import Adapter, BotHandle
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +173,7 @@ class InteractionReplies:
     platform = "discord"
 
     def __init__(
-        self, adapter: DiscordAdapter, interaction: discord.Interaction[Any], *, ephemeral: bool
+        self, adapter: Adapter, interaction: discord.Interaction[Any], *, ephemeral: bool
     ) -> None:
         self._adapter = adapter
         self._interaction = interaction
