@@ -115,6 +115,11 @@ class LlmSection(Section):
     max_concurrency: int = Field(default=2, ge=1)
     first_token_timeout: float = Field(default=120.0, gt=0)
     idle_timeout: float = Field(default=60.0, gt=0)
+    # Pictures are shrunk to fit this many pixels a side before a vision model sees them
+    # (Llama 3.2 Vision works on tiles of 560: two a side).
+    image_max_side: int = Field(default=1120, ge=64)
+    # Fetching one picture from the platform may take this long.
+    image_fetch_timeout_s: float = Field(default=20.0, gt=0)
     ollama: OllamaSection = Field(default_factory=OllamaSection)
     embedded: EmbeddedSection = Field(default_factory=EmbeddedSection)
     openai: OpenAISection = Field(default_factory=OpenAISection)
@@ -192,6 +197,9 @@ class LimitsSection(Section):
     # The least time between two runs of one command by one person (a command may ask
     # for more with its own cooldown_s); 0: only the message rate above applies.
     command_cooldown_s: float = Field(default=0.0, ge=0)
+    # Pictures sent to the bot: the largest file taken, and how many in one message.
+    max_image_bytes: int = Field(default=10_000_000, ge=1)
+    max_images_per_message: int = Field(default=4, ge=0)
 
 
 class AccessSection(Section):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 from llamabot.adapters.base import Adapter
 from llamabot.config import Config, Resolved
 from llamabot.events import Inbound
+from llamabot.images import ImageRejected, PreparedImage, prepare
 from llamabot.llm.base import ChatMessage, ChatModel, ToolCall
 from llamabot.llm.errors import ModelError, ReplyCut
 from llamabot.metrics import Metrics
@@ -21,6 +23,19 @@ from llamabot.tools import TurnTools, describe_call
 from llamabot.window import build_window, calls_to_store, speaker_line
 
 log = logging.getLogger(__name__)
+
+
+def _image_refs(inbound: Inbound, pictures: list[PreparedImage]) -> str | None:
+    """The pictures as the history keeps them: references, never the bytes."""
+    if not pictures:
+        return None
+    return json.dumps(
+        [
+            {"source": ref.source, "mime": ref.mime, "sha256": picture.sha256}
+            for ref, picture in zip(inbound.images, pictures, strict=True)
+        ]
+    )
+
 
 # Makes the tools one reply may call (see PluginContexts.tools_for).
 ToolsFor = Callable[[Inbound, Adapter, Resolved], TurnTools]
@@ -84,6 +99,13 @@ class Conversation:
         channel = inbound.channel
         speaker = None if channel.is_private else inbound.author.name
         budget = await self._token_budget(resolved, config)
+        pictures: list[PreparedImage] = []
+        if inbound.images:
+            try:
+                pictures = await self._pictures(inbound, adapter, resolved, config)
+            except ImageRejected as exc:
+                await send_text(adapter, channel, exc.user_message, inbound.message_id)
+                return None
         try:
             conversation_id = await self._store.conversation_id(channel)
             turns = await self._store.append_and_window(
@@ -96,6 +118,7 @@ class Conversation:
                     author_name=inbound.author.name,
                     persona=resolved.name,
                     platform_message_id=inbound.message_id,
+                    images=_image_refs(inbound, pictures),
                 ),
                 config.history.max_messages,
                 budget,
@@ -116,6 +139,9 @@ class Conversation:
         messages = build_window(
             persona.prompt, turns, private=channel.is_private, tools=tools is not None
         )
+        if pictures and messages[-1].role == "user":
+            last = messages[-1]
+            messages[-1] = dataclasses.replace(last, images=tuple(p.data for p in pictures))
 
         reply = ReplyStream(adapter, channel, inbound.message_id)
         reply.start()
@@ -201,6 +227,34 @@ class Conversation:
                 tokens=tokens,
             )
         return answer if status == "ok" else None
+
+    async def _pictures(
+        self, inbound: Inbound, adapter: Adapter, resolved: Resolved, config: Config
+    ) -> list[PreparedImage]:
+        """The message's pictures, fetched and prepared for the model; ImageRejected
+        (with the line to tell the person) when the model cannot see them or one fails."""
+        persona, limits = resolved.persona, resolved.limits
+        if not await self._model.supports_vision(persona.model):
+            raise ImageRejected(
+                f"This persona's model ({self._model.served_model(persona.model)}) cannot see "
+                "images; an admin can give it a vision model such as llama3.2-vision."
+            )
+        if len(inbound.images) > limits.max_images_per_message:
+            most = limits.max_images_per_message
+            raise ImageRejected(
+                f"Please send at most {most} {'image' if most == 1 else 'images'} in one message."
+            )
+        prepared = []
+        for image in inbound.images:
+            try:
+                async with asyncio.timeout(config.llm.image_fetch_timeout_s):
+                    data = await adapter.fetch_image(image, limits.max_image_bytes)
+            except TimeoutError:
+                raise ImageRejected(
+                    "Fetching that image took too long; please send it again."
+                ) from None
+            prepared.append(await asyncio.to_thread(prepare, data, config.llm.image_max_side))
+        return prepared
 
     async def _tools_for(
         self, inbound: Inbound, adapter: Adapter, resolved: Resolved

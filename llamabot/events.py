@@ -53,6 +53,17 @@ class Author:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageRef:
+    """An image attached to a message, where the platform keeps it: ``source`` is a URL
+    (Discord) or the platform's file id (Telegram); ``size`` in bytes when it said."""
+
+    source: str
+    mime: str | None = None
+    size: int | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Invocation:
     """A command the platform itself parsed (a Discord slash command): its name and
     its options by parameter name, already typed (text, integers, numbers, booleans)."""
@@ -67,7 +78,8 @@ class Inbound:
 
     ``text`` has the bot's own mention removed. ``addressed`` is true when the person
     spoke to the bot: a mention, or a reply to one of the bot's messages. A native
-    command (``invocation``) is run as that command whatever ``text`` says.
+    command (``invocation``) is run as that command whatever ``text`` says. ``images``
+    are the pictures attached (their caption is ``text``).
     """
 
     channel: ChannelRef
@@ -77,6 +89,7 @@ class Inbound:
     addressed: bool = False
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     invocation: Invocation | None = None
+    images: tuple[ImageRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

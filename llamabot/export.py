@@ -117,6 +117,7 @@ async def _rows(engine: AsyncEngine, where: ExportFilter) -> AsyncGenerator[Any]
             Message.author_id,
             Message.persona,
             Message.status,
+            Message.tool_calls,
         )
         .join(Conversation, Conversation.id == Message.conversation_id)
         .order_by(Message.conversation_id, Message.id)
@@ -139,7 +140,7 @@ async def windows(
     pending: list[tuple[str, str | None, str | None]] = []
     async with contextlib.aclosing(_rows(engine, where)) as rows:
         async for row in rows:
-            key, is_private, role, content, name, author_id, persona, status = row
+            key, is_private, role, content, name, author_id, persona, status, calls = row
             persona = persona or ""
             if current is not None and (current.key != key or current.persona != persona):
                 if current.exchanges:
@@ -149,6 +150,8 @@ async def windows(
             if role == "user":
                 pending.append((content, name, author_id))
                 continue
+            if role == "tool" or (role == "assistant" and calls and status == "ok"):
+                continue  # the steps of a tool call: the question waits for the answer
             if role != "assistant" or status != "ok" or not pending:
                 pending = []  # a failed reply takes its unanswered question with it
                 continue

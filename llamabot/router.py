@@ -60,7 +60,7 @@ def _read(config: Config, inbound: Inbound) -> _Reading | None:
     resolved = config.persona_for(inbound.channel)
     if inbound.invocation is not None:  # a native command: the platform parsed it
         return _Reading(text, resolved, inbound.invocation.name, True)
-    if not text:
+    if not text and not inbound.images:
         return None
     prefix = config.bot.command_prefix
     command = text[len(prefix) :] if text.startswith(prefix) and len(text) > len(prefix) else None

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from llamabot.adapters.base import BotHandle, DeliveryError, PlatformLimits
-from llamabot.events import Author, ChannelRef, Inbound, SentMessage
+from llamabot.events import Author, ChannelRef, ImageRef, Inbound, SentMessage
 from llamabot.llm.base import (
     ChatMessage,
     Delta,
@@ -67,6 +67,7 @@ class FakePlatform:
     fail_edits: int = 0  # the next N edits raise DeliveryError
     bot: BotHandle | None = None
     moderators: set[str] = field(default_factory=set)  # user ids is_moderator answers yes for
+    files: dict[str, bytes] = field(default_factory=dict)  # what fetch_image serves, by source
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -111,6 +112,16 @@ class FakePlatform:
     def mention(self, user_id: str, name: str) -> str:
         return f"@{name}"
 
+    async def fetch_image(self, image: ImageRef, max_bytes: int) -> bytes:
+        from llamabot.images import ImageRejected, too_large
+
+        data = self.files.get(image.source)
+        if data is None:
+            raise ImageRejected("That image is gone; please send it again.")
+        if len(data) > max_bytes:
+            raise too_large(max_bytes)
+        return data
+
     def messages_in(self, key: str) -> list[str]:
         """The current text of every message in a channel, in the order they were sent."""
         sent = {c.message_id for c in self.calls if c.kind == "send" and c.channel == key}
@@ -129,6 +140,7 @@ class FakePlatform:
         username: str | None = None,
         roles: tuple[str, ...] = (),
         moderator: bool | None = None,
+        images: Sequence[bytes] = (),
     ) -> asyncio.Future[None]:
         """Submit a message as a person would, through the running bot."""
         assert self.bot is not None, "start the bot first"
@@ -147,8 +159,14 @@ class FakePlatform:
             text=text,
             message_id=f"in-{len(self.calls)}-{time.monotonic_ns()}",
             addressed=addressed,
+            images=tuple(self._keep(data) for data in images),
         )
         return self.bot.submit(inbound, self)
+
+    def _keep(self, data: bytes) -> ImageRef:
+        source = f"fake://{len(self.files) + 1}"
+        self.files[source] = data
+        return ImageRef(source, size=len(data))
 
 
 @dataclass
@@ -179,11 +197,13 @@ class ScriptedModel:
     ``reply`` may also return tool calls (a list of ``ToolCall``), which are yielded
     as the model's call of those tools. ``gate``, when set, is awaited before the first
     delta: a test can hold a generation open and release it. ``error`` is raised after
-    ``error_after`` deltas. ``tools_able`` is what ``supports_tools`` answers.
+    ``error_after`` deltas. ``tools_able`` / ``vision_able`` are what ``supports_tools``
+    / ``supports_vision`` answer.
     """
 
     reply: Callable[[ModelCall], str | list[ToolCall]] = echo
     tools_able: bool = True
+    vision_able: bool = True
     chunk: int = 8
     gate: asyncio.Event | None = None
     error: Exception | None = None
@@ -220,6 +240,9 @@ class ScriptedModel:
 
     async def supports_tools(self, model: str) -> bool:
         return self.tools_able
+
+    async def supports_vision(self, model: str) -> bool:
+        return self.vision_able
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)

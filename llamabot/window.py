@@ -21,6 +21,9 @@ from llamabot.storage.history import Turn
 
 # Between merged turns of one role: a blank line, as two messages would read.
 MERGE_SEPARATOR = "\n\n"
+# Where a person sent pictures: the model sees the newest turn's pictures themselves,
+# older ones only as this note.
+IMAGE_NOTE = " [sent a picture]"
 
 
 def speaker_line(name: str | None, text: str) -> str:
@@ -38,7 +41,8 @@ def build_window(
     for turn in turns:
         calls: tuple[ToolCall, ...] = ()
         if turn.role == "user":
-            content = speaker_line(None if private else turn.author_name, turn.content)
+            said = turn.content + (IMAGE_NOTE if turn.images else "")
+            content = speaker_line(None if private else turn.author_name, said.strip())
             role = "user"
         elif turn.role == "assistant":
             if len(messages) == 1:

@@ -202,3 +202,28 @@ def test_the_key_file_is_never_readable_by_others_nor_half_written(tmp_path: Pat
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert first("telegram:1") == again("telegram:1")  # the secret is read back, not remade
     assert [p.name for p in tmp_path.iterdir()] == [key.name]  # no temporary file left behind
+
+
+async def test_a_tool_using_exchange_exports_the_question_and_the_final_answer(
+    store: HistoryStore,
+) -> None:
+    other = await store.conversation_id(ChannelRef("telegram", "77", is_private=True))
+    await store.append(
+        other,
+        said("what time is it?"),
+        NewMessage(
+            role="assistant",
+            content="",
+            tokens=1,
+            persona="assistant",
+            tool_calls='[{"id": "c1", "name": "time", "arguments": {}}]',
+        ),
+        NewMessage(role="tool", content="12:00", tokens=1, tool_name="time", tool_call_id="c1"),
+        answered("It is noon."),
+    )
+    exported = await run(store, "chatml", conversation="telegram:77")
+    assert [(m["role"], m["content"]) for m in exported[0]["messages"]] == [  # type: ignore[index]
+        ("system", "SYSTEM-A"),
+        ("user", "what time is it?"),
+        ("assistant", "It is noon."),
+    ]

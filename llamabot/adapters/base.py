@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from llamabot.config import Permission
-    from llamabot.events import ChannelRef, Inbound, SentMessage
+    from llamabot.events import ChannelRef, ImageRef, Inbound, SentMessage
     from llamabot.metrics import Metrics
     from llamabot.plugins import CommandOption, Where
 
@@ -134,6 +134,11 @@ class Adapter(Protocol):
     def mention(self, user_id: str, name: str) -> str:
         """How to name a person in text the bot writes itself (a reminder) so that the
         platform notifies them."""
+        ...
+
+    async def fetch_image(self, image: ImageRef, max_bytes: int) -> bytes:
+        """The bytes of an image a person sent, at most ``max_bytes`` (checked while
+        downloading); raises :class:`~llamabot.images.ImageRejected` otherwise."""
         ...
 
     async def is_moderator(self, channel: ChannelRef, user_id: str) -> bool:

@@ -30,7 +30,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, TextIO
 
 from llamabot.adapters.base import BotHandle, PlatformLimits
-from llamabot.events import Author, ChannelRef, Inbound, SentMessage
+from llamabot.events import Author, ChannelRef, ImageRef, Inbound, SentMessage
+from llamabot.images import ImageRejected
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -165,6 +166,9 @@ class ConsoleAdapter:
 
     def mention(self, user_id: str, name: str) -> str:
         return name  # one person at the terminal: no one to notify but them
+
+    async def fetch_image(self, image: ImageRef, max_bytes: int) -> bytes:
+        raise ImageRejected("The terminal chat takes text only.")
 
     def _say_unprompted(self, text: str) -> None:
         """A message that answers no line of the person's (a reminder, a job's post)."""

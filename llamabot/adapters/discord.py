@@ -29,7 +29,8 @@ from llamabot.adapters.discord_commands import (
 )
 from llamabot.config import DiscordSection
 from llamabot.errors import StartupError
-from llamabot.events import Author, ChannelRef, Inbound, SentMessage
+from llamabot.events import Author, ChannelRef, ImageRef, Inbound, SentMessage
+from llamabot.images import download, too_large
 
 log = logging.getLogger(__name__)
 
@@ -340,8 +341,9 @@ class DiscordAdapter:
         if self._mention is not None:
             text = self._mention.sub(" ", text)
         text = text.strip()
-        if not text:
-            return None  # an attachment or a bare mention: nothing to answer
+        images = _images_of(message)
+        if not text and not images:
+            return None  # a file or a bare mention: nothing to answer
         if self._section.commands == "slash" and self._is_text_command(text):
             return None  # commands are slash commands here; Discord offers them as such
         return Inbound(
@@ -356,7 +358,14 @@ class DiscordAdapter:
             text=text,
             message_id=str(message.id),
             addressed=mentioned or replied,
+            images=images,
         )
+
+    async def fetch_image(self, image: ImageRef, max_bytes: int) -> bytes:
+        """Download an attachment from Discord's CDN."""
+        if image.size is not None and image.size > max_bytes:
+            raise too_large(max_bytes)
+        return await download(image.source, max_bytes=max_bytes)
 
     def _is_text_command(self, text: str) -> bool:
         bot = self._bot
@@ -521,6 +530,15 @@ class DiscordAdapter:
                 exc.text or "Missing Permissions",
             )
         return DeliveryError(f"no permission to post in {to.key}", permanent=True)
+
+
+def _images_of(message: discord.Message) -> tuple[ImageRef, ...]:
+    """The message's attachments that are pictures."""
+    return tuple(
+        ImageRef(a.url, a.content_type, a.size, a.filename)
+        for a in message.attachments
+        if (a.content_type or "").startswith("image/")
+    )
 
 
 def _typed(interaction: discord.Interaction[Any], focused: str | None) -> str:

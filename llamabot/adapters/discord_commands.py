@@ -24,7 +24,7 @@ import discord
 from discord import app_commands
 
 from llamabot.adapters.base import CommandSpec, DeliveryError, PlatformLimits
-from llamabot.events import ChannelRef, Inbound, Invocation, SentMessage
+from llamabot.events import ChannelRef, ImageRef, Inbound, Invocation, SentMessage
 
 if TYPE_CHECKING:
     from llamabot.adapters.base import Adapter, BotHandle
@@ -267,6 +267,9 @@ class InteractionReplies:
 
     def mention(self, user_id: str, name: str) -> str:
         return self._adapter.mention(user_id, name)
+
+    async def fetch_image(self, image: ImageRef, max_bytes: int) -> bytes:
+        return await self._adapter.fetch_image(image, max_bytes)
 
     async def is_moderator(self, channel: ChannelRef, user_id: str) -> bool:
         return await self._adapter.is_moderator(channel, user_id)

@@ -44,7 +44,8 @@ from llamabot.adapters.base import BotHandle, DeliveryError, PlatformLimits
 from llamabot.adapters.telegram_html import markdown_to_html, visible_text
 from llamabot.config import TelegramSection
 from llamabot.errors import StartupError
-from llamabot.events import Author, ChannelRef, Inbound, SentMessage
+from llamabot.events import Author, ChannelRef, ImageRef, Inbound, SentMessage
+from llamabot.images import ImageRejected, download, too_large
 from llamabot.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -424,7 +425,10 @@ class TelegramAdapter:
     def normalize(self, message: Message) -> Inbound | None:
         """Turn a Telegram message into an ``Inbound``; ``None`` when it is not for the bot."""
         sender = message.from_user
-        text = message.text
+        images = _images_of(message)
+        text = message.text if message.text is not None else message.caption
+        if text is None and images:
+            text = ""
         if sender is None or sender.is_bot or sender.id == self._bot_id or text is None:
             return None
         chat = message.chat
@@ -461,6 +465,7 @@ class TelegramAdapter:
             text=text,
             message_id=str(message.message_id),
             addressed=addressed,
+            images=images,
         )
 
     def _replies_to_bot(self, message: Message) -> bool:
@@ -475,9 +480,16 @@ class TelegramAdapter:
     def _strip_mentions(self, message: Message, text: str) -> tuple[str, bool]:
         spans: list[tuple[int, int]] = []
         mine = f"@{self._username}".lower()
-        for entity in message.entities:
+        caption = message.text is None  # a picture's caption has entities of its own
+        entities = message.caption_entities if caption else message.entities
+        for entity in entities:
             if entity.type == MessageEntity.MENTION:
-                if message.parse_entity(entity).lower() != mine:
+                said = (
+                    message.parse_caption_entity(entity)
+                    if caption
+                    else message.parse_entity(entity)
+                )
+                if said.lower() != mine:
                     continue
             elif entity.type == MessageEntity.TEXT_MENTION:
                 if entity.user is None or entity.user.id != self._bot_id:
@@ -496,6 +508,23 @@ class TelegramAdapter:
             joined = f"{before} {after}" if before and after else before + after
             encoded = joined.encode("utf-16-le")
         return encoded.decode("utf-16-le").strip(), True
+
+    async def fetch_image(self, image: ImageRef, max_bytes: int) -> bytes:
+        """Download a picture by its file id (getFile, then the file URL)."""
+        if image.size is not None and image.size > max_bytes:
+            raise too_large(max_bytes)
+        app = self._running_app()
+        try:
+            found = await app.bot.get_file(image.source)
+        except TelegramError as exc:
+            raise ImageRejected(
+                f"Telegram would not give me that image ({exc}); please send it again."
+            ) from None
+        if found.file_size is not None and found.file_size > max_bytes:
+            raise too_large(max_bytes)
+        if not found.file_path:
+            raise ImageRejected("Telegram gave no address for that image; please send it again.")
+        return await download(found.file_path, max_bytes=max_bytes)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -761,6 +790,19 @@ def _webhook_secret(section: TelegramSection) -> str:
             f"the secret in {section.secret_token_env} may only hold 1-256 letters, digits, _ or -"
         )
     return secret
+
+
+def _images_of(message: Message) -> tuple[ImageRef, ...]:
+    """A photo (its largest size) or a picture sent as a file."""
+    if message.photo:
+        largest = message.photo[-1]
+        return (ImageRef(largest.file_id, "image/jpeg", largest.file_size),)
+    document = message.document
+    if document is not None and (document.mime_type or "").startswith("image/"):
+        return (
+            ImageRef(document.file_id, document.mime_type, document.file_size, document.file_name),
+        )
+    return ()
 
 
 def _file_url(base_url: str) -> str:

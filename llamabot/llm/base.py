@@ -32,7 +32,8 @@ class ChatMessage:
     """One turn sent to the model.
 
     An assistant turn may carry ``tool_calls``; a ``tool`` turn is one call's result,
-    naming the tool (``tool_name``) and the call it answers (``tool_call_id``).
+    naming the tool (``tool_name``) and the call it answers (``tool_call_id``). A user
+    turn may carry ``images``.
     """
 
     role: Role
@@ -40,6 +41,7 @@ class ChatMessage:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_name: str | None = None
     tool_call_id: str | None = None
+    images: tuple[bytes, ...] = ()  # encoded pictures on a user turn, for a vision model
 
 
 # What a model's stream yields: text as it is written, or a call of one of the tools.
@@ -101,6 +103,10 @@ class ChatModel(Protocol):
 
     async def supports_tools(self, model: str) -> bool:
         """Whether ``model`` can call tools; a model that cannot is never offered any."""
+        ...
+
+    async def supports_vision(self, model: str) -> bool:
+        """Whether ``model`` can see images; a model that cannot is never sent any."""
         ...
 
     def count_tokens(self, text: str) -> int: ...

@@ -410,6 +410,11 @@ class EmbeddedModel:
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
+    async def supports_vision(self, model: str) -> bool:
+        """No: images need a GGUF with a multimodal projector and a chat handler for it,
+        which the embedded backend does not load yet."""
+        return False
+
     async def supports_tools(self, model: str) -> bool:
         """No: llama-cpp-python renders a GGUF's own chat template but does not read tool
         calls back out of the text, so the embedded model is offered no tools."""

@@ -67,7 +67,7 @@ class OllamaModel:
         self._idle_timeout = idle_timeout
         self._pool = HostPool(section.all_hosts, retry_after_s=section.retry_after_s)
         self._context: dict[tuple[str, str], int | None] = {}
-        self._tools: dict[str, bool] = {}
+        self._capability_cache: dict[str, frozenset[str]] = {}
 
     def set_timeouts(self, first_token_s: float, idle_s: float) -> None:
         """Put new first-token and idle timeouts in force from the next reply on."""
@@ -183,14 +183,23 @@ class OllamaModel:
             watchdog.close()
 
     async def supports_tools(self, model: str) -> bool:
-        """Whether ``/api/show`` lists ``tools`` among the model's capabilities (cached).
+        """Whether ``/api/show`` lists ``tools`` among the model's capabilities.
 
-        Ollama refuses a request with tools for a model without them; an unknown model
-        or an unreachable server counts as no.
+        Ollama refuses a request with tools for a model without them.
         """
+        return "tools" in await self._capabilities(model)
+
+    async def supports_vision(self, model: str) -> bool:
+        """Whether ``/api/show`` lists ``vision`` among the model's capabilities."""
+        return "vision" in await self._capabilities(model)
+
+    async def _capabilities(self, model: str) -> frozenset[str]:
+        """The model's capabilities from the first server that shows it (cached); none
+        for an unknown model or when no server answers."""
         key = model_key(model)
-        if key in self._tools:
-            return self._tools[key]
+        known = self._capability_cache.get(key)
+        if known is not None:
+            return known
         now = time.monotonic()
         for host in self._pool.hosts:
             if not host.usable(now):
@@ -200,10 +209,10 @@ class OllamaModel:
                     shown = await host.client.show(model)
             except _SHOW_ERRORS:
                 continue
-            able = "tools" in (shown.capabilities or [])
-            self._tools[key] = able
-            return able
-        return False
+            found = frozenset(shown.capabilities or ())
+            self._capability_cache[key] = found
+            return found
+        return frozenset()
 
     def count_tokens(self, text: str) -> int:
         """An estimate; Ollama has no tokenize endpoint."""
@@ -345,6 +354,8 @@ def _ollama_message(message: ChatMessage) -> dict[str, Any]:
         ]
     if message.tool_name is not None:
         payload["tool_name"] = message.tool_name
+    if message.images:
+        payload["images"] = list(message.images)  # the client sends them base64-encoded
     return payload
 
 

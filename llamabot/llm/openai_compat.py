@@ -203,6 +203,10 @@ class OpenAICompatModel:
         finally:
             watchdog.close()
 
+    async def supports_vision(self, model: str) -> bool:
+        """No, for now: servers differ in how (and whether) they take images."""
+        return False
+
     async def supports_tools(self, model: str) -> bool:
         """No, for now: servers differ in whether they parse tool calls (llama-server
         only with ``--jinja``), and ``/v1/models`` does not say."""

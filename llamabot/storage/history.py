@@ -36,7 +36,8 @@ class Turn:
     """A stored message as the history window returns it.
 
     ``tool_calls`` is an assistant turn's calls as stored (JSON text); a ``tool`` turn
-    names the tool and the call it answers.
+    names the tool and the call it answers; ``images`` a person's pictures (JSON
+    references).
     """
 
     role: str
@@ -46,6 +47,7 @@ class Turn:
     tool_calls: str | None = None
     tool_name: str | None = None
     tool_call_id: str | None = None
+    images: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class NewMessage:
     tool_calls: str | None = None
     tool_name: str | None = None
     tool_call_id: str | None = None
+    images: str | None = None
 
 
 # Search words: letters and digits in any script; the rest of a query is not syntax.
@@ -120,6 +123,7 @@ _WINDOW_SELECT = (
         Message.tool_calls,
         Message.tool_name,
         Message.tool_call_id,
+        Message.images,
     )
     .where(Message.conversation_id == bindparam("cid"), Message.status == "ok")
     .order_by(Message.id.desc())
@@ -169,6 +173,7 @@ def _insert(conn: Connection, conversation_id: int, message: NewMessage) -> int:
         "tool_calls": message.tool_calls,
         "tool_name": message.tool_name,
         "tool_call_id": message.tool_call_id,
+        "images": message.images,
     }
     if not is_sqlite(conn):
         return int(conn.execute(_INSERT_RETURNING, values).scalar() or 0)
@@ -198,11 +203,12 @@ def _fit(rows: Sequence[Sequence[Any]], max_tokens: int) -> list[Turn]:
     """The newest rows (given newest first) within ``max_tokens``, oldest first."""
     turns: list[Turn] = []
     used = 0
-    for role, content, author_name, tokens, tool_calls, tool_name, tool_call_id in rows:
+    for row in rows:
+        tokens = row[3]
         if turns and used + tokens > max_tokens:
             break
         used += tokens
-        turns.append(Turn(role, content, author_name, tokens, tool_calls, tool_name, tool_call_id))
+        turns.append(Turn(*row))
     turns.reverse()
     return turns
 

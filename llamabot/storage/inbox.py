@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from llamabot.events import Author, ChannelRef, Inbound, Invocation
+from llamabot.events import Author, ChannelRef, ImageRef, Inbound, Invocation
 from llamabot.storage.history import HistoryStore, is_sqlite
 from llamabot.storage.models import InboxEntry
 
@@ -60,6 +60,7 @@ def _as_json(inbound: Inbound) -> str:
             "name": inbound.invocation.name,
             "options": dict(inbound.invocation.options),
         }
+    data["images"] = [_plain(image) for image in inbound.images]
     return json.dumps(data, ensure_ascii=False)
 
 
@@ -81,6 +82,7 @@ def _from_json(text: str) -> Inbound:
     data["received_at"] = datetime.fromisoformat(data["received_at"])
     if data.get("invocation"):
         data["invocation"] = Invocation(data["invocation"]["name"], data["invocation"]["options"])
+    data["images"] = tuple(_build(ImageRef, image) for image in data.get("images") or ())
     return _build(Inbound, data)
 
 

@@ -80,6 +80,9 @@ class Message(Base):
     tool_calls: Mapped[str | None] = mapped_column(Text)
     tool_name: Mapped[str | None] = mapped_column(String(64))
     tool_call_id: Mapped[str | None] = mapped_column(String(64))
+    # A person's pictures, by reference (JSON [{"source", "mime", "sha256"}]), never
+    # their bytes: the platform keeps the file.
+    images: Mapped[str | None] = mapped_column(Text)
 
 
 # The full-text search of messages lives outside the models: an FTS5 table with its

@@ -301,6 +301,8 @@ class FakeDiscord(InteractionsMixin):
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._init_interactions()
+        self.cdn: dict[str, tuple[bytes, str]] = {}  # attachment path -> (bytes, type)
+        self.cdn_downloads: list[str] = []
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -308,6 +310,7 @@ class FakeDiscord(InteractionsMixin):
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/", self._gateway)
         app.router.add_get("/resume", self._gateway)
+        app.router.add_get("/attachments/{channel_id}/{attachment_id}/{name}", self._cdn)
         api = API_PREFIX
         app.router.add_get(api + "/users/@me", self._get_me)
         app.router.add_get(api + "/oauth2/applications/@me", self._get_application)
@@ -426,8 +429,13 @@ class FakeDiscord(InteractionsMixin):
         mentions: list[FakeUser] | None = None,
         guild_id: str | None = None,
         referenced_message: str | None = None,
+        attachments: list[tuple[str, bytes, str]] | None = None,
+        declared_size: int | None = None,
     ) -> FakeMessage:
         """A person posts ``content``: the fake stores it and sends MESSAGE_CREATE.
+
+        ``attachments`` are (file name, bytes, content type), served from the fake's CDN
+        (``declared_size``, when given, is the size the message claims for each).
 
         Mentions are taken from ``<@id>`` in the content, as Discord does, plus ``mentions``.
         """
@@ -440,12 +448,41 @@ class FakeDiscord(InteractionsMixin):
         referenced = self.messages.get(referenced_message) if referenced_message else None
         message = self._new_message(channel, author, content, referenced, guild_id)
         message.payload["mentions"] = [self._mention_payload(u, guild_id) for u in mentioned]
+        message.payload["attachments"] = [
+            self._attachment(channel.id, name, data, kind, declared_size)
+            for name, data, kind in attachments or []
+        ]
         event = message.payload
         if self._withholds_content(message, mentioned):
             event = {**event, "content": "", "embeds": [], "attachments": [], "components": []}
         message.dispatched_at = time.monotonic()
         await self._dispatch("MESSAGE_CREATE", event)
         return message
+
+    def _attachment(
+        self, channel_id: str, name: str, data: bytes, kind: str, declared: int | None
+    ) -> Json:
+        attachment_id = self._snowflake()
+        path = f"/attachments/{channel_id}/{attachment_id}/{name}"
+        self.cdn[path] = (data, kind)
+        url = f"http://127.0.0.1:{self.port}{path}"
+        return {
+            "id": attachment_id,
+            "filename": name,
+            "size": len(data) if declared is None else declared,
+            "url": url,
+            "proxy_url": url,
+            "content_type": kind,
+        }
+
+    async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        """Discord's CDN: attachments by URL, without the bot's token."""
+        found = self.cdn.get(request.path)
+        if found is None:
+            return web.Response(status=404, text="Not Found")
+        self.cdn_downloads.append(request.path)
+        data, kind = found
+        return web.Response(body=data, content_type=kind)
 
     def _withholds_content(self, message: FakeMessage, mentioned: list[FakeUser]) -> bool:
         # Without the Message Content intent Discord sends empty content, except in DMs,

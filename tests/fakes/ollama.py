@@ -11,6 +11,8 @@ on the same port.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import os
 import re
@@ -108,6 +110,7 @@ class FakeOllama:
         self.error_message = "an error was encountered while running the model: unexpected EOF"
         self.close_after: int | None = None
         self.script: list[str | list[dict[str, Any]]] = []
+        self.images: list[bytes] = []  # every picture /api/chat received, decoded
 
         self.requests: list[str] = []
         self.chat_requests: list[dict[str, Any]] = []
@@ -307,6 +310,14 @@ class FakeOllama:
             return web.json_response(
                 {"error": f'model "{name}" not found, try pulling it first'}, status=404
             )
+        pictures = [i for m in body.get("messages") or [] for i in m.get("images") or []]
+        if pictures and "vision" not in model.capabilities:
+            return web.json_response({"error": f"{model.name} does not support images"}, status=400)
+        for picture in pictures:
+            try:
+                self.images.append(base64.b64decode(picture, validate=True))
+            except (binascii.Error, ValueError):
+                return web.json_response({"error": "illegal base64 data"}, status=400)
         if body.get("tools") and "tools" not in model.capabilities:
             return web.json_response(
                 {"error": f"registry.ollama.ai/library/{model.name} does not support tools"},

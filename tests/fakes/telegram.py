@@ -342,6 +342,8 @@ class FakeTelegram:
         self.chats: dict[int, Chat] = {}
         self.messages: dict[int, dict[int, Message]] = {}
         self.commands: list[dict[str, Any]] = []
+        self.files: dict[str, tuple[str, bytes]] = {}  # file id -> (file path, bytes)
+        self.downloads: list[str] = []  # file paths the bot downloaded
         self.webhook: dict[str, Any] = {}
         self.webhook_deliveries: list[tuple[int, int]] = []  # (update_id, HTTP status)
         self.delivered_at: dict[int, float] = {}  # update_id -> first getUpdates delivery
@@ -394,6 +396,7 @@ class FakeTelegram:
         self._stopping = False
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.*}", self._download)
         # A short shutdown timeout: a restart must cut held requests, not wait for them.
         # Handler cancellation: a client that hangs up on a held poll ends it, as on Telegram.
         runner = web.AppRunner(
@@ -440,8 +443,15 @@ class FakeTelegram:
         reply_to_message: int | Message | None = None,
         entities: list[dict[str, Any]] | None = None,
         chat_title: str | None = None,
+        photo: bytes | None = None,
+        document: tuple[bytes, str, str] | None = None,
     ) -> Message:
-        """A person sends ``text``: enqueue the update and return the message."""
+        """A person sends ``text``: enqueue the update and return the message.
+
+        With ``photo`` (the picture's bytes) or ``document`` (bytes, mime type, file
+        name) the text is the caption, as Telegram sends it; the file is served by
+        ``getFile`` and the file URL.
+        """
         sender = dict(from_user) if from_user is not None else user(chat_id, "Alice")
         chat = self.chats.get(chat_id)
         if chat is None:
@@ -472,6 +482,15 @@ class FakeTelegram:
             sent_at=time.monotonic(),
         )
         message.history.append(text)
+        if photo is not None:
+            message.extra["photo"] = [
+                {**self._store_file(photo, "photos", "jpg"), "width": 90, "height": 90},
+                {**self._store_file(photo, "photos", "jpg"), "width": 800, "height": 800},
+            ]
+        if document is not None:
+            data, mime, name = document
+            stored = self._store_file(data, "documents", name.rsplit(".", 1)[-1])
+            message.extra["document"] = {**stored, "mime_type": mime, "file_name": name}
         self.messages.setdefault(chat_id, {})[message.message_id] = message
         update_id = next(self._update_ids)
         message.update_id = update_id
@@ -693,10 +712,19 @@ class FakeTelegram:
             "from": message.sender,
             "chat": chat.to_json(),
             "date": message.date,
-            "text": message.text,
         }
-        if message.entities:
-            data["entities"] = message.entities
+        if "photo" in message.extra or "document" in message.extra:
+            for kind in ("photo", "document"):
+                if kind in message.extra:
+                    data[kind] = message.extra[kind]
+            if message.text:
+                data["caption"] = message.text
+            if message.entities:
+                data["caption_entities"] = message.entities
+        else:
+            data["text"] = message.text
+            if message.entities:
+                data["entities"] = message.entities
         if message.thread_id is not None:
             data["message_thread_id"] = message.thread_id
         if message.is_topic_message:
@@ -722,6 +750,34 @@ class FakeTelegram:
         return data
 
     # -- Bot API methods ---------------------------------------------------------------
+
+    def _store_file(self, data: bytes, folder: str, extension: str) -> dict[str, Any]:
+        number = len(self.files) + 1
+        file_id = f"AgAC-file-{number}"
+        self.files[file_id] = (f"{folder}/file_{number}.{extension}", data)
+        return {"file_id": file_id, "file_unique_id": f"uniq{number}", "file_size": len(data)}
+
+    def _api_getFile(self, params: dict[str, Any]) -> dict[str, Any]:
+        stored = self.files.get(str(params.get("file_id")))
+        if stored is None:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        path, data = stored
+        return {
+            "file_id": params["file_id"],
+            "file_unique_id": f"uniq-{path}",
+            "file_size": len(data),
+            "file_path": path,
+        }
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["token"] != self.token:
+            return web.json_response({"ok": False, "error_code": 401}, status=401)
+        wanted = request.match_info["path"]
+        for path, data in self.files.values():
+            if path == wanted:
+                self.downloads.append(path)
+                return web.Response(body=data, content_type="application/octet-stream")
+        return web.json_response({"ok": False, "error_code": 404}, status=404)
 
     def _api_getMe(self, params: dict[str, Any]) -> dict[str, Any]:
         return self.bot_user
