@@ -256,7 +256,10 @@ class Bot:
         if self._model is None:
             from llamabot.llm.select import select_model
 
-            self._model = await select_model(config.llm, config_dir=self.config_dir)
+            adapters = sorted({p.adapter for p in config.personas.values() if p.adapter})
+            self._model = await select_model(
+                config.llm, config_dir=self.config_dir, adapters=adapters
+            )
         self._stack.push_async_callback(self._model.aclose)
         await self._report_missing_models()
 

@@ -159,6 +159,10 @@ class Persona(Section):
     # The tools (by name, from plugins) the model may call when answering as this persona;
     # none by default. A model without tool support is offered none.
     tools: list[str] = Field(default_factory=list)
+    # A LoRA adapter (GGUF) for this persona, relative to bot.toml; on the embedded
+    # backend it is applied to the one loaded base model for this persona's replies.
+    adapter: str | None = None
+    adapter_scale: float = Field(default=1.0, ge=0)
 
     def options(self) -> GenerationOptions:
         """The persona's sampling options for the model backend."""
@@ -172,6 +176,8 @@ class Persona(Section):
             seed=self.seed,
             stop=tuple(self.stop),
             keep_alive=self.keep_alive,
+            adapter=self.adapter,
+            adapter_scale=self.adapter_scale,
         )
 
 

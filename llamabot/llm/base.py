@@ -61,6 +61,10 @@ class GenerationOptions:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     keep_alive: str | None = None
+    # The persona's LoRA adapter (as bot.toml names it) and its strength; only the
+    # embedded backend applies one per reply.
+    adapter: str | None = None
+    adapter_scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,6 +93,19 @@ def model_file(section: EmbeddedSection, config_dir: Path | None = None) -> Path
     return bundled
 
 
+def adapter_file(name: str, config_dir: Path | None) -> Path:
+    """A persona's adapter file (relative to bot.toml); StartupError when it is missing."""
+    path = Path(name).expanduser()
+    if not path.is_absolute() and config_dir is not None:
+        path = config_dir / path
+    if not path.is_file():
+        raise StartupError(
+            f"the LoRA adapter {path} (a persona's adapter in bot.toml) does not exist; fix "
+            "the path, or remove adapter = from the persona"
+        )
+    return path
+
+
 def thread_counts(threads: int) -> tuple[int, int]:
     """Threads for generating tokens and for reading the prompt.
 
@@ -181,8 +194,10 @@ class EmbeddedModel:
         workers: list[WorkerProcess],
         first_token_timeout: float,
         idle_timeout: float,
+        adapters: dict[str, str] | None = None,
     ) -> None:
         self._path = path
+        self._adapters = adapters or {}
         self._section = section
         self._settings = settings
         self.weight_buffers = choice
@@ -206,9 +221,15 @@ class EmbeddedModel:
         config_dir: Path | None = None,
         first_token_timeout: float = 120.0,
         idle_timeout: float = 60.0,
+        adapters: Sequence[str] = (),
     ) -> EmbeddedModel:
-        """Start the workers and load the vocabulary, off the event loop."""
+        """Start the workers and load the vocabulary, off the event loop.
+
+        ``adapters`` (as bot.toml names them, relative to ``config_dir``) are loaded
+        beside the model in every worker; a persona's replies apply its own.
+        """
         path = model_file(section, config_dir)
+        resolved = {name: adapter_file(name, config_dir) for name in adapters}
         if importlib.util.find_spec("llama_cpp") is None:
             raise StartupError(f"llama-cpp-python is not installed; {INSTALL_HINT}")
         try:
@@ -219,7 +240,12 @@ class EmbeddedModel:
         log.info("embedded model %s: %s", path.name, choice.reason)
         generate_threads, prompt_threads = thread_counts(section.threads)
         settings = WorkerSettings(
-            path, section.n_ctx, generate_threads, prompt_threads, choice.extra
+            path,
+            section.n_ctx,
+            generate_threads,
+            prompt_threads,
+            choice.extra,
+            tuple(str(f) for f in resolved.values()),
         )
         started = await asyncio.gather(
             *(WorkerProcess.start(settings) for _ in range(section.instances)),
@@ -249,6 +275,7 @@ class EmbeddedModel:
             workers=workers,
             first_token_timeout=first_token_timeout,
             idle_timeout=idle_timeout,
+            adapters={name: str(f) for name, f in resolved.items()},
         )
 
     def set_timeouts(self, first_token_s: float, idle_s: float) -> None:
@@ -298,12 +325,20 @@ class EmbeddedModel:
         ``tools`` (see :meth:`supports_tools`)."""
         payload = [{"role": m.role, "content": m.content} for m in messages]
         args = self._completion_args(options)
+        adapter = None
+        if options.adapter is not None:
+            adapter = self._adapters.get(options.adapter)
+            if adapter is None:
+                raise ModelError(
+                    f"the LoRA adapter {options.adapter} was named after the bot started; "
+                    "restart it to load the adapter"
+                )
         slot = await self._free.get()
         worker: WorkerProcess | None = None
         finished = False
         try:
             worker = await self._worker_for(slot)
-            events = worker.generate(payload, args)
+            events = worker.generate(payload, args, adapter, options.adapter_scale)
             try:
                 timeout = self._first_token_timeout
                 streamed = False

@@ -37,6 +37,7 @@ class WorkerSettings:
     threads: int
     threads_batch: int
     extra_bufts: bool
+    adapters: tuple[str, ...] = ()  # LoRA adapter files, loaded beside the model
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,7 @@ class WorkerProcess:
                 "threads": settings.threads,
                 "threads_batch": settings.threads_batch,
                 "extra_bufts": settings.extra_bufts,
+                "adapters": list(settings.adapters),
             }
         )
         try:
@@ -165,7 +167,11 @@ class WorkerProcess:
         return worker
 
     async def generate(
-        self, messages: list[dict[str, str]], args: dict[str, Any]
+        self,
+        messages: list[dict[str, str]],
+        args: dict[str, Any],
+        adapter: str | None = None,
+        adapter_scale: float = 1.0,
     ) -> AsyncGenerator[Event, None]:
         """Ask for one generation and yield its events, ending with Done, Failed or Died.
 
@@ -180,7 +186,16 @@ class WorkerProcess:
         self._current = ident
         self._idle.clear()
         self._events = asyncio.Queue()
-        self._write({"op": "chat", "id": ident, "messages": messages, "args": args})
+        self._write(
+            {
+                "op": "chat",
+                "id": ident,
+                "messages": messages,
+                "args": args,
+                "adapter": adapter,
+                "adapter_scale": adapter_scale,
+            }
+        )
         finished = False
         try:
             while True:

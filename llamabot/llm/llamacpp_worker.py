@@ -4,8 +4,10 @@ A native crash in llama.cpp (a segfault in a CPU kernel, an abort, the OOM kille
 this process and costs one reply, not the bot. The bot starts it by file path, so it
 imports only the standard library and llama_cpp, and talks to it in JSON lines:
 
-    bot -> worker (stdin)     {"op": "load", "path": ..., "n_ctx": ..., "extra_bufts": ...}
-                              {"op": "chat", "id": N, "messages": [...], "args": {...}}
+    bot -> worker (stdin)     {"op": "load", "path": ..., "n_ctx": ..., "extra_bufts": ...,
+                               "adapters": [path, ...]}
+                              {"op": "chat", "id": N, "messages": [...], "args": {...},
+                               "adapter": path | null, "adapter_scale": 1.0}
                               {"op": "stop", "id": N}
     worker -> bot (stdout)    {"ev": "ready", "pid": ...} | {"ev": "load_failed", "message": ...}
                               {"ev": "text", "id": N, "t": "..."}         (one per token)
@@ -18,6 +20,7 @@ End of input (the bot stopped or died) ends the worker, also mid-generation.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import faulthandler
 import json
 import os
@@ -68,23 +71,68 @@ def weight_buffers(extra: bool) -> Iterator[None]:
         native.llama_model_default_params = original
 
 
-def load(settings: dict[str, Any]) -> Any:
+class Adapters:
+    """The personas' LoRA adapters, loaded once beside the one base model; each reply
+    applies its persona's (llama.cpp's per-context adapters), or none."""
+
+    def __init__(self, llm: Any, model_path: str, paths: list[str]) -> None:
+        import llama_cpp
+
+        self._native = llama_cpp
+        self._loaded: dict[str, Any] = {}
+        for path in paths:
+            adapter = llama_cpp.llama_adapter_lora_init(llm._model.model, path.encode("utf-8"))
+            if not adapter:
+                raise ValueError(
+                    f"the LoRA adapter {path} does not fit the model {model_path}: it was "
+                    "made for another architecture or size (tensor shapes differ), or it "
+                    "is not a LoRA GGUF (convert it with llama.cpp's convert_lora_to_gguf.py)"
+                )
+            self._loaded[path] = adapter
+        self._current: tuple[str | None, float] = (None, 0.0)
+
+    def apply(self, llm: Any, path: str | None, scale: float) -> None:
+        wanted = (path, scale) if path is not None else (None, 0.0)
+        if wanted == self._current:
+            return
+        native = self._native
+        if path is None:
+            native.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+        else:
+            adapters = (native.llama_adapter_lora_p_ctypes * 1)(self._loaded[path])
+            scales = (ctypes.c_float * 1)(scale)
+            if native.llama_set_adapters_lora(llm._ctx.ctx, adapters, 1, scales):
+                raise RuntimeError(f"llama.cpp could not apply the LoRA adapter {path}")
+        # The cached prompt was computed with the other adapter: compute it again.
+        llm.reset()
+        self._current = wanted
+
+
+def load(settings: dict[str, Any]) -> tuple[Any, Adapters]:
     from llama_cpp import Llama
 
     with weight_buffers(bool(settings["extra_bufts"])):
-        return Llama(
+        llm = Llama(
             model_path=settings["path"],
             n_ctx=int(settings["n_ctx"]),
             n_threads=int(settings["threads"]),
             n_threads_batch=int(settings["threads_batch"]),
             verbose=False,
         )
+    return llm, Adapters(llm, settings["path"], list(settings.get("adapters") or []))
 
 
-def generate(llm: Any, channel: Channel, request: dict[str, Any], stop: threading.Event) -> None:
+def generate(
+    llm: Any,
+    adapters: Adapters,
+    channel: Channel,
+    request: dict[str, Any],
+    stop: threading.Event,
+) -> None:
     ident = request["id"]
     finish: str | None = None
     try:
+        adapters.apply(llm, request.get("adapter"), float(request.get("adapter_scale", 1.0)))
         chunks = llm.create_chat_completion(
             messages=request["messages"], stream=True, **request["args"]
         )
@@ -107,7 +155,7 @@ def generate(llm: Any, channel: Channel, request: dict[str, Any], stop: threadin
     channel.send({"ev": "done", "id": ident, "finish": None if stop.is_set() else finish})
 
 
-def serve(llm: Any, channel: Channel) -> None:
+def serve(llm: Any, adapters: Adapters, channel: Channel) -> None:
     """Generate on this thread; read requests and stops on another."""
     requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
     stops: dict[int, threading.Event] = {}
@@ -136,7 +184,7 @@ def serve(llm: Any, channel: Channel) -> None:
         with lock:
             stop = stops[request["id"]]
         try:
-            generate(llm, channel, request, stop)
+            generate(llm, adapters, channel, request, stop)
         finally:
             with lock:
                 stops.pop(request["id"], None)
@@ -149,12 +197,12 @@ def main() -> int:
     if not first:
         return 0
     try:
-        llm = load(json.loads(first))
+        llm, adapters = load(json.loads(first))
     except Exception as exc:
         channel.send({"ev": "load_failed", "message": str(exc) or repr(exc)})
         return 1
     channel.send({"ev": "ready", "pid": os.getpid()})
-    serve(llm, channel)
+    serve(llm, adapters, channel)
     return 0
 
 

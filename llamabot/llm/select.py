@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from llamabot.config import LlmSection
@@ -11,10 +12,13 @@ from llamabot.llm.base import ChatModel
 log = logging.getLogger(__name__)
 
 
-async def select_model(section: LlmSection, *, config_dir: Path | None = None) -> ChatModel:
+async def select_model(
+    section: LlmSection, *, config_dir: Path | None = None, adapters: Sequence[str] = ()
+) -> ChatModel:
     """Ollama when asked for, or (``auto``) when it answers within a second; else llama.cpp.
 
     ``openai`` is never guessed: the servers it names are used as configured.
+    ``adapters`` are the personas' LoRA adapters, which the embedded model loads.
     """
     if section.backend == "openai":
         from llamabot.llm.openai_compat import OpenAICompatModel
@@ -60,4 +64,5 @@ async def select_model(section: LlmSection, *, config_dir: Path | None = None) -
         config_dir=config_dir,
         first_token_timeout=section.first_token_timeout,
         idle_timeout=section.idle_timeout,
+        adapters=adapters,
     )
