@@ -108,7 +108,8 @@ async def test_two_personas_with_their_adapters_answer_differently_through_the_b
         )
     )
     text = (
-        f'[bot]\ndefault_persona = "plain"\n[llm]\nbackend = "embedded"\n[llm.embedded]\nn_ctx = 512\n'
+        '[bot]\ndefault_persona = "plain"\n'
+        '[llm]\nbackend = "embedded"\n[llm.embedded]\nn_ctx = 512\n'
         f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path / "bot.db"}"\n' + personas
     )
     adapter = FakePlatform()
