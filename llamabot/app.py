@@ -262,6 +262,7 @@ class Bot:
             )
         self._stack.push_async_callback(self._model.aclose)
         await self._report_missing_models()
+        self._report_unapplied_adapters()
 
         if self._plugins is None:
             from llamabot.plugin_loader import load_plugins
@@ -363,6 +364,20 @@ class Bot:
                 ", ".join(hosts),
                 self.model.install_hint(name),
             )
+
+    def _report_unapplied_adapters(self) -> None:
+        """A persona's LoRA adapter is applied by the embedded backend only."""
+        if self.model.name == "embedded":
+            return
+        for name, persona in sorted(self._config.personas.items()):
+            if persona.adapter:
+                log.warning(
+                    "persona %s has a LoRA adapter, which the %s backend does not apply per "
+                    "reply; run `llamabot publish %s --bind` to serve it as a model of its own",
+                    name,
+                    self.model.name,
+                    name,
+                )
 
     def _report_unknown_tools(self) -> None:
         """Tell the admin, at start, which tools a persona lists that nothing offers."""

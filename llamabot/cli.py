@@ -256,6 +256,39 @@ async def _doctor(args: argparse.Namespace) -> int:
     return 0 if all(check.ok for check in checks) else 1
 
 
+async def _publish(args: argparse.Namespace) -> int:
+    from llamabot.config_editor import rewrite_config
+    from llamabot.publish import publish
+    from llamabot.storage.engine import create_engine, upgrade
+    from llamabot.storage.state import StateStore
+
+    path = _config_path(args)
+    config = load_config(path)
+    engine = create_engine(resolve_storage_url(config.storage.url, path))
+    try:
+        await upgrade(engine)
+        done = await publish(
+            config, path.parent, args.persona, StateStore(engine), name=args.name, host=args.host
+        )
+    finally:
+        await engine.dispose()
+    status = "published" if done.changed else "is up to date (nothing changed)"
+    print(f"persona {args.persona}: {done.name} on {done.host} {status}")
+    print(f"try it:  ollama run {done.name}")
+    if config.personas[args.persona].model == done.name:
+        return 0
+    if args.bind:
+
+        def bind(document: Any) -> None:
+            document["personas"][args.persona]["model"] = done.name
+
+        rewrite_config(path, bind)
+        print(f"bot.toml: [personas.{args.persona}] model = {done.name!r}")
+    else:
+        print(f"to answer with it, set [personas.{args.persona}] model = {done.name!r} (or --bind)")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "check": _check,
     "chat": _chat,
@@ -265,6 +298,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "export": _export,
     "plugins": _plugins,
     "doctor": _doctor,
+    "publish": _publish,
 }
 
 
@@ -310,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--out", help="the file to write (default: standard output)")
     exporter.add_argument(
         "--keep-ids", action="store_true", help="keep user ids instead of pseudonyms"
+    )
+    publisher = add("publish", "make a persona (model, LoRA adapter, prompt) an Ollama model")
+    publisher.add_argument("persona", help="the persona in bot.toml")
+    publisher.add_argument("--name", help="the Ollama model's name (default: llamabot-PERSONA)")
+    publisher.add_argument("--host", help="the Ollama server (default: [llm.ollama] host)")
+    publisher.add_argument(
+        "--bind", action="store_true", help="then set the persona's model to it in bot.toml"
     )
     return parser
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import os
 import re
@@ -111,6 +112,8 @@ class FakeOllama:
         self.close_after: int | None = None
         self.script: list[str | list[dict[str, Any]]] = []
         self.images: list[bytes] = []  # every picture /api/chat received, decoded
+        self.blobs: dict[str, bytes] = {}  # "sha256:…" -> the bytes uploaded
+        self.create_requests: list[dict[str, Any]] = []
 
         self.requests: list[str] = []
         self.chat_requests: list[dict[str, Any]] = []
@@ -152,6 +155,9 @@ class FakeOllama:
         app.router.add_post("/api/show", self._show)
         app.router.add_get("/api/ps", self._ps)
         app.router.add_post("/api/chat", self._chat)
+        app.router.add_head("/api/blobs/{digest}", self._has_blob)
+        app.router.add_post("/api/blobs/{digest}", self._put_blob)
+        app.router.add_post("/api/create", self._create)
         runner = web.AppRunner(
             app, handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True
         )
@@ -267,6 +273,41 @@ class FakeOllama:
                 "modified_at": "2025-01-10T12:00:00.000000000Z",
             }
         )
+
+    async def _has_blob(self, request: web.Request) -> web.StreamResponse:
+        await self._enter(request)
+        return web.Response(status=200 if request.match_info["digest"] in self.blobs else 404)
+
+    async def _put_blob(self, request: web.Request) -> web.StreamResponse:
+        await self._enter(request)
+        digest = request.match_info["digest"]
+        data = await request.read()
+        if f"sha256:{hashlib.sha256(data).hexdigest()}" != digest:
+            return web.json_response({"error": "digest mismatch"}, status=400)
+        self.blobs[digest] = data
+        return web.Response(status=201)
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        """A model made from another (``from``), with adapters by blob digest, a system
+        prompt and parameters; answered as one object when ``stream`` is false."""
+        await self._enter(request)
+        body = await request.json()
+        self.create_requests.append(body)
+        base = self.models.get(full_name(body.get("from") or ""))
+        if base is None:
+            return web.json_response({"error": f"model '{body.get('from')}' not found"}, status=404)
+        for digest in (body.get("adapters") or {}).values():
+            if digest not in self.blobs:
+                return web.json_response({"error": f"blob {digest} not found"}, status=400)
+        name = full_name(body["model"])
+        self.models[name] = FakeModel(name, capabilities=base.capabilities)
+        if body.get("stream", True):
+            lines = [{"status": "using existing layer"}, {"status": "success"}]
+            return web.Response(
+                body=b"".join(_line(line) for line in lines),
+                content_type="application/x-ndjson",
+            )
+        return web.json_response({"status": "success"})
 
     async def _ps(self, request: web.Request) -> web.StreamResponse:
         await self._enter(request)
