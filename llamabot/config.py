@@ -142,6 +142,11 @@ class HistorySection(Section):
     max_messages: int = Field(default=40, ge=1)
     max_tokens: int = Field(default=3000, ge=1)
     keep_days: int = Field(default=0, ge=0)
+    # Pictures: those of the newest this many turns reach a vision model (older ones, as
+    # a note); with store_images the bot keeps the (shrunk) pictures itself instead of
+    # fetching them from the platform again.
+    image_turns: int = Field(default=1, ge=1)
+    store_images: bool = False
 
 
 class Persona(Section):

@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 
 from llamabot.adapters.base import Adapter
 from llamabot.config import Config, Resolved
-from llamabot.events import Inbound
+from llamabot.events import ImageRef, Inbound
 from llamabot.images import ImageRejected, PreparedImage, prepare
 from llamabot.llm.base import ChatMessage, ChatModel, ToolCall
 from llamabot.llm.errors import ModelError, ReplyCut
 from llamabot.metrics import Metrics
-from llamabot.storage.history import HistoryStore, NewMessage
+from llamabot.storage.history import HistoryStore, NewMessage, Turn
 from llamabot.streaming import RESTART_NOTICE, STOPPED_NOTICE, ReplyStream, send_text
 from llamabot.tools import TurnTools, describe_call
 from llamabot.window import build_window, calls_to_store, speaker_line
@@ -136,12 +136,14 @@ class Conversation:
             )
             return None
         tools = await self._tools_for(inbound, adapter, resolved)
+        seen = await self._seen_pictures(turns, pictures, adapter, resolved, config)
         messages = build_window(
-            persona.prompt, turns, private=channel.is_private, tools=tools is not None
+            persona.prompt,
+            turns,
+            private=channel.is_private,
+            tools=tools is not None,
+            pictures=seen,
         )
-        if pictures and messages[-1].role == "user":
-            last = messages[-1]
-            messages[-1] = dataclasses.replace(last, images=tuple(p.data for p in pictures))
 
         reply = ReplyStream(adapter, channel, inbound.message_id)
         reply.start()
@@ -255,6 +257,62 @@ class Conversation:
                 ) from None
             prepared.append(await asyncio.to_thread(prepare, data, config.llm.image_max_side))
         return prepared
+
+    async def _seen_pictures(
+        self,
+        turns: list[Turn],
+        current: list[PreparedImage],
+        adapter: Adapter,
+        resolved: Resolved,
+        config: Config,
+    ) -> dict[int, tuple[bytes, ...]]:
+        """The pictures the model sees, by turn: those of the newest ``[history]
+        image_turns`` turns (this message's as prepared; older ones kept by the bot or
+        fetched again, and left to their note when that fails)."""
+        newest = len(turns) - config.history.image_turns
+        chosen = [i for i, t in enumerate(turns) if i >= newest and t.role == "user" and t.images]
+        seen: dict[int, tuple[bytes, ...]] = {}
+        if current and chosen and chosen[-1] == len(turns) - 1:
+            seen[chosen.pop()] = tuple(p.data for p in current)
+            if config.history.store_images:
+                await self._keep(current)
+        if not chosen or not await self._model.supports_vision(resolved.persona.model):
+            return seen
+        for index in chosen:
+            found = []
+            for ref in json.loads(turns[index].images or "[]"):
+                data = await self._picture_again(ref, adapter, resolved, config)
+                if data is not None:
+                    found.append(data)
+            if found:
+                seen[index] = tuple(found)
+        return seen
+
+    async def _picture_again(
+        self, ref: dict[str, str], adapter: Adapter, resolved: Resolved, config: Config
+    ) -> bytes | None:
+        """An earlier picture: kept by the bot, or fetched from the platform again."""
+        if config.history.store_images:
+            kept = await self._store.kept_image(ref["sha256"])
+            if kept is not None:
+                return kept
+        try:
+            async with asyncio.timeout(config.llm.image_fetch_timeout_s):
+                data = await adapter.fetch_image(
+                    ImageRef(ref["source"], ref.get("mime")), resolved.limits.max_image_bytes
+                )
+            prepared = await asyncio.to_thread(prepare, data, config.llm.image_max_side)
+        except (ImageRejected, TimeoutError) as exc:  # expired link, deleted file: the note
+            log.info("an earlier picture is not shown again: %s", exc)
+            return None
+        return prepared.data
+
+    async def _keep(self, pictures: list[PreparedImage]) -> None:
+        try:
+            for picture in pictures:
+                await self._store.keep_image(picture.sha256, picture.mime, picture.data)
+        except Exception:  # the reply matters more than keeping the picture
+            log.exception("could not keep a picture ([history] store_images)")
 
     async def _tools_for(
         self, inbound: Inbound, adapter: Adapter, resolved: Resolved

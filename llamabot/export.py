@@ -45,7 +45,8 @@ class ExportFilter:
 class Exchange:
     """A person's turn (or several, in a group) and the reply that answered it."""
 
-    users: list[tuple[str, str | None, str | None]]  # content, author name, author id
+    # content, author name, author id, the pictures' references (platform file ids / URLs)
+    users: list[tuple[str, str | None, str | None, list[str]]]
     reply: str
 
 
@@ -118,6 +119,7 @@ async def _rows(engine: AsyncEngine, where: ExportFilter) -> AsyncGenerator[Any]
             Message.persona,
             Message.status,
             Message.tool_calls,
+            Message.images,
         )
         .join(Conversation, Conversation.id == Message.conversation_id)
         .order_by(Message.conversation_id, Message.id)
@@ -137,10 +139,10 @@ async def windows(
 ) -> AsyncGenerator[Window]:
     """Complete exchanges grouped into windows of at most ``max_messages`` turns."""
     current: Window | None = None
-    pending: list[tuple[str, str | None, str | None]] = []
+    pending: list[tuple[str, str | None, str | None, list[str]]] = []
     async with contextlib.aclosing(_rows(engine, where)) as rows:
         async for row in rows:
-            key, is_private, role, content, name, author_id, persona, status, calls = row
+            key, is_private, role, content, name, author_id, persona, status, calls, images = row
             persona = persona or ""
             if current is not None and (current.key != key or current.persona != persona):
                 if current.exchanges:
@@ -148,7 +150,8 @@ async def windows(
                 current = None
                 pending = []
             if role == "user":
-                pending.append((content, name, author_id))
+                sources = [ref["source"] for ref in json.loads(images)] if images else []
+                pending.append((content, name, author_id, sources))
                 continue
             if role == "tool" or (role == "assistant" and calls and status == "ok"):
                 continue  # the steps of a tool call: the question waits for the answer
@@ -182,7 +185,7 @@ def render(
     if fmt == "alpaca":
         history: list[list[str]] = []
         for exchange in window.exchanges:
-            instruction = "\n".join(_user_text(window, c, n) for c, n, _ in exchange.users)
+            instruction = "\n".join(_user_text(window, c, n) for c, n, _, _ in exchange.users)
             yield {
                 "system": system,
                 "instruction": instruction,
@@ -193,12 +196,14 @@ def render(
             }
             history.append([instruction, exchange.reply])
         return
-    messages: list[dict[str, str]] = [{"role": "system", "content": system}]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
     for exchange in window.exchanges:
-        for content, name, author_id in exchange.users:
-            turn = {"role": "user", "content": _user_text(window, content, name)}
+        for content, name, author_id, sources in exchange.users:
+            turn: dict[str, Any] = {"role": "user", "content": _user_text(window, content, name)}
             if author_id:
                 turn["user"] = pseudonym(author_id) if pseudonym else author_id
+            if sources:
+                turn["images"] = sources  # references: the platform keeps the files
             messages.append(turn)
         messages.append({"role": "assistant", "content": exchange.reply})
     if fmt == "chatml":
@@ -206,12 +211,24 @@ def render(
         return
     names = {"system": "system", "user": "human", "assistant": "gpt"}
     turns = []
+    pictures: list[str] = []
     for message in messages:
-        turn = {"from": names[message["role"]], "value": message["content"]}
+        shown = message.get("images", [])
+        # LLaMA-Factory's multimodal ShareGPT: an <image> mark per picture, in order.
+        value = "<image>" * len(shown) + message["content"]
+        turn = {"from": names[message["role"]], "value": value}
         if "user" in message:
             turn["user"] = message["user"]
         turns.append(turn)
-    yield {"conversations": turns, "persona": window.persona, "conversation": conversation}
+        pictures += shown
+    record: dict[str, Any] = {
+        "conversations": turns,
+        "persona": window.persona,
+        "conversation": conversation,
+    }
+    if pictures:
+        record["images"] = pictures
+    yield record
 
 
 async def export(

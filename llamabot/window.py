@@ -14,15 +14,15 @@ whose call was trimmed away is left out. Other models see the answers alone.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from llamabot.llm.base import ChatMessage, Role, ToolCall
 from llamabot.storage.history import Turn
 
 # Between merged turns of one role: a blank line, as two messages would read.
 MERGE_SEPARATOR = "\n\n"
-# Where a person sent pictures: the model sees the newest turn's pictures themselves,
-# older ones only as this note.
+# Where a person sent pictures (the model sees those of the newest `[history]
+# image_turns` turns themselves, older ones only as this note).
 IMAGE_NOTE = " [sent a picture]"
 
 
@@ -32,15 +32,24 @@ def speaker_line(name: str | None, text: str) -> str:
 
 
 def build_window(
-    prompt: str, turns: Iterable[Turn], *, private: bool, tools: bool = False
+    prompt: str,
+    turns: Iterable[Turn],
+    *,
+    private: bool,
+    tools: bool = False,
+    pictures: Mapping[int, tuple[bytes, ...]] | None = None,
 ) -> list[ChatMessage]:
     """The messages for the model: ``prompt`` as system turn, then alternating turns
-    (with the tool calls and results when ``tools``)."""
+    (with the tool calls and results when ``tools``). ``pictures`` maps the index of a
+    person's turn to the pictures the model sees with it."""
     messages: list[ChatMessage] = [ChatMessage("system", prompt)]
+    pictures = pictures or {}
     role: Role
-    for turn in turns:
+    for index, turn in enumerate(turns):
         calls: tuple[ToolCall, ...] = ()
+        seen: tuple[bytes, ...] = ()
         if turn.role == "user":
+            seen = pictures.get(index, ())
             said = turn.content + (IMAGE_NOTE if turn.images else "")
             content = speaker_line(None if private else turn.author_name, said.strip())
             role = "user"
@@ -65,9 +74,10 @@ def build_window(
             continue
         last = messages[-1]
         if last.role == role and not calls and not last.tool_calls:
-            messages[-1] = ChatMessage(role, last.content + MERGE_SEPARATOR + content)
+            merged = last.content + MERGE_SEPARATOR + content
+            messages[-1] = ChatMessage(role, merged, images=last.images + seen)
         else:
-            messages.append(ChatMessage(role, content, tool_calls=calls))
+            messages.append(ChatMessage(role, content, tool_calls=calls, images=seen))
     return messages
 
 

@@ -227,3 +227,18 @@ async def test_a_tool_using_exchange_exports_the_question_and_the_final_answer(
         ("user", "what time is it?"),
         ("assistant", "It is noon."),
     ]
+
+
+async def test_pictures_are_exported_as_references(store: HistoryStore) -> None:
+    chat = await store.conversation_id(ChannelRef("telegram", "88", is_private=True))
+    refs = '[{"source": "AgAC-file-1", "mime": "image/jpeg", "sha256": "ab"}]'
+    await store.append(
+        chat,
+        NewMessage("user", "what is this?", 1, author_id="telegram:a", images=refs),
+        answered("A cat."),
+    )
+    [chatml] = await run(store, "chatml", conversation="telegram:88")
+    assert chatml["messages"][1]["images"] == ["AgAC-file-1"]  # type: ignore[index]
+    [sharegpt] = await run(store, "sharegpt", conversation="telegram:88")
+    assert sharegpt["images"] == ["AgAC-file-1"]
+    assert sharegpt["conversations"][1]["value"] == "<image>what is this?"  # type: ignore[index]

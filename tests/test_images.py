@@ -18,6 +18,7 @@ from llamabot.adapters.telegram import TelegramAdapter
 from llamabot.app import Bot
 from llamabot.images import ImageRejected, prepare
 from llamabot.plugin_host import PluginHost
+from llamabot.plugin_loader import load_plugins
 from tests.conftest import MakeConfig, World
 from tests.fakes.ollama import FakeModel, FakeOllama
 from tests.fakes.telegram import FakeTelegram, user
@@ -239,3 +240,27 @@ async def test_too_many_pictures_in_one_message_are_refused(
     assert world.fake.replies_to[asked.id].content == (
         "Please send at most 1 image in one message."
     )
+
+
+async def test_kept_pictures_are_seen_again_within_image_turns_without_a_download(
+    make_config: MakeConfig, ollama: FakeOllama, tmp_path: Path
+) -> None:
+    extra = "[history]\nimage_turns = 3\nstore_images = true\n"
+    async with FakeTelegram(username="llama_bot") as fake:
+        config = make_config(telegram_toml(fake, ollama, "llava", extra))
+        adapter = TelegramAdapter(config.telegram, token=fake.token)
+        plugins = load_plugins(config, tmp_path)  # /forgetme
+        async with Bot(config, adapters=[adapter], plugins=plugins) as bot:
+            sent = fake.push_message(1001, "what is this?", from_user=ALICE, photo=picture())
+            await fake.wait_for(lambda: bool(fake.replies_to(1001, sent.message_id)))
+            await bot.wait_idle()
+            fake.push_message(1001, "what colour was it?", from_user=ALICE)
+            await fake.wait_for(lambda: len(ollama.chat_requests) == 2)
+            await bot.wait_idle()
+            fake.push_message(1001, "/forgetme", from_user=ALICE)
+            await fake.wait_for(lambda: len(fake.bot_messages(1001)) == 3)
+        assert len(fake.downloads) == 1  # the second time, from the bot's own store
+    follow_up = ollama.chat_requests[1]["messages"]
+    assert [bool(m.get("images")) for m in follow_up] == [False, True, False, False]
+    with sqlite3.connect(tmp_path / "bot.db") as db:
+        assert db.execute("SELECT count(*) FROM stored_images").fetchone() == (0,)

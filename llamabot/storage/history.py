@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from llamabot.events import ChannelRef
 from llamabot.storage.engine import is_in_memory
-from llamabot.storage.models import Conversation, Message
+from llamabot.storage.models import Conversation, Message, StoredImage
 from llamabot.storage.serial import SerialConnection
 
 T = TypeVar("T")
@@ -318,6 +318,12 @@ class HistoryStore:
     async def _delete(self, condition: ColumnElement[bool]) -> int:
         async with self.engine.begin() as conn:
             result = await conn.execute(delete(Message).where(condition))
+            # A kept picture goes with the last message that names it.
+            await conn.execute(
+                delete(StoredImage).where(
+                    ~select(Message.id).where(Message.images.contains(StoredImage.sha256)).exists()
+                )
+            )
         removed = int(result.rowcount or 0)
         if removed:
             await self.reclaim_space()
@@ -336,6 +342,21 @@ class HistoryStore:
             await conn.run_sync(_vacuum_incrementally)
             await conn.commit()
             await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def keep_image(self, sha256: str, mime: str, data: bytes) -> None:
+        """Keep a picture (``[history] store_images``); once per hash."""
+        async with self.engine.begin() as conn:
+            found = await conn.scalar(
+                select(StoredImage.sha256).where(StoredImage.sha256 == sha256)
+            )
+            if found is None:
+                await conn.execute(insert(StoredImage).values(sha256=sha256, mime=mime, data=data))
+
+    async def kept_image(self, sha256: str) -> bytes | None:
+        """A picture kept with ``keep_image``, or None."""
+        async with self.engine.connect() as conn:
+            data = await conn.scalar(select(StoredImage.data).where(StoredImage.sha256 == sha256))
+        return None if data is None else bytes(data)
 
     async def search(self, conversation_id: int, query: str, limit: int = 5) -> list[FoundMessage]:
         """Complete messages of one conversation that contain words of ``query``, the

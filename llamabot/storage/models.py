@@ -96,6 +96,17 @@ def is_modelled(name: str | None, type_: str, parent_names: object) -> bool:
     return name is None or not name.startswith(SEARCH_SCHEMA)
 
 
+class StoredImage(Base):
+    """A picture kept by the bot (``[history] store_images``), shrunk as the model saw it,
+    by the hash of what the person sent; deleted with the last message naming it."""
+
+    __tablename__ = "stored_images"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mime: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class StateEntry(Base):
     """A small value the bot keeps across restarts (e.g. the hash of the slash commands
     registered with Discord, so they are synced only when they changed)."""
