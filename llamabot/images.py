@@ -11,8 +11,6 @@ import hashlib
 import io
 from dataclasses import dataclass
 
-import httpx
-
 # Pillow refuses bigger images as "decompression bombs"; so does llamabot, earlier.
 MAX_PIXELS = 40_000_000
 # One read or connect of a download; the whole download is bounded by the caller.
@@ -46,6 +44,8 @@ def too_large(max_bytes: int) -> ImageRejected:
 async def download(url: str, *, max_bytes: int) -> bytes:
     """The bytes at ``url``; the size cap holds while streaming, not after. (The caller
     bounds the time it may take.)"""
+    import httpx  # only when someone sends a picture: the terminal chat starts without it
+
     try:
         async with (
             httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as client,
