@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How often new messages are added to the full-text index (a search adds them too).
+SEARCH_INDEX_EVERY_S = 60.0
+
 
 class Bot:
     """A running llamabot. Use as ``async with Bot(config, ...) as bot:``.
@@ -405,6 +408,16 @@ class Bot:
             keep_pruning(self.store, lambda: self._config.history.keep_days), "retention"
         )
         self._background(LoopWatchdog().run(), "loop watchdog")
+        self._background(self._keep_search_index(), "search index")
+
+    async def _keep_search_index(self) -> None:
+        """Fill the full-text index (history_search) in batches, off the replies' path."""
+        while True:
+            await asyncio.sleep(SEARCH_INDEX_EVERY_S)
+            try:
+                await self.store.index_for_search()
+            except Exception as exc:  # a search indexes what is missing itself
+                log.warning("could not update the search index: %s", exc)
 
     def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)

@@ -247,3 +247,23 @@ async def test_forgotten_messages_are_not_found_any_more(store_url: str) -> None
     await store.forget_author("console:a")
     assert await store.search(conversation, "secret 4711") == []
     await store.engine.dispose()
+
+
+async def test_the_search_index_stays_sound_when_indexed_and_new_messages_go(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}")
+    conversation = await store.conversation_id(CHANNEL)
+    said = [NewMessage("user", f"llama fact {i}", 3, author_id="console:a") for i in range(3)]
+    await store.append(conversation, *said[:2])
+    assert [f.content for f in await store.search(conversation, "fact")]  # indexed now
+    await store.append(conversation, said[2], user("another llama"))  # not indexed yet
+    assert await store.forget_author("console:a") == 3
+    assert [f.content for f in await store.search(conversation, "llama")] == ["another llama"]
+    async with store.engine.begin() as conn:
+        # FTS5 raises "database disk image is malformed" if the index lost its way.
+        await conn.exec_driver_sql(
+            "INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)"
+        )
+    assert await store.index_for_search() == 0  # nothing left to index
+    await store.engine.dispose()

@@ -343,6 +343,28 @@ class HistoryStore:
             await conn.commit()
             await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    async def index_for_search(self) -> int:
+        """SQLite: put the messages stored since the last call into the full-text index,
+        in one statement (storing a message does not touch it); returns how many."""
+        if self.engine.dialect.name != "sqlite":
+            return 0  # PostgreSQL keeps its GIN index itself
+        # The first statement writes, so the transaction holds SQLite's write lock from
+        # the start: no message can be stored between the two statements.
+        async with self.engine.begin() as conn:
+            added = await conn.execute(
+                text(
+                    "INSERT INTO messages_fts(rowid, content) SELECT id, content FROM messages "
+                    "WHERE id > (SELECT indexed FROM messages_fts_progress WHERE id = 1)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "UPDATE messages_fts_progress SET indexed = "
+                    "(SELECT COALESCE(MAX(id), indexed) FROM messages) WHERE id = 1"
+                )
+            )
+        return int(added.rowcount or 0)
+
     async def keep_image(self, sha256: str, mime: str, data: bytes) -> None:
         """Keep a picture (``[history] store_images``); once per hash."""
         async with self.engine.begin() as conn:
@@ -364,6 +386,8 @@ class HistoryStore:
         words = _WORD.findall(query)[:_MOST_WORDS]
         if not words:
             return []
+        if self.engine.dialect.name == "sqlite":
+            await self.index_for_search()
         async with self.engine.connect() as conn:
             if conn.dialect.name == "sqlite":
                 ranked = text(
