@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
@@ -266,4 +267,33 @@ async def test_the_search_index_stays_sound_when_indexed_and_new_messages_go(
             "INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)"
         )
     assert await store.index_for_search() == 0  # nothing left to index
+    await store.engine.dispose()
+
+
+async def test_the_remembered_window_never_shows_what_another_connection_deleted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.db"
+    store = await open_store(f"sqlite+aiosqlite:///{path}")
+    conversation = await store.conversation_id(CHANNEL)
+
+    async def window_after(text: str, count: int = 10) -> list[str]:
+        turns = await store.append_and_window(conversation, user(text), count, 1000)
+        assert turns is not None
+        return [t.content for t in turns]
+
+    assert await window_after("one") == ["one"]
+    await store.append(
+        conversation,
+        NewMessage("assistant", "reply", 1),
+        NewMessage("assistant", "cut off", 1, status="interrupted"),
+    )
+    assert await window_after("two") == ["one", "reply", "two"]  # from memory, same answer
+    with sqlite3.connect(path) as other:  # e.g. `llamabot db prune` in another process
+        other.execute("DELETE FROM messages WHERE content = 'one'")
+    assert await window_after("three") == ["reply", "two", "three"]
+    await store.clear(conversation)
+    assert await window_after("four") == ["four"]
+    assert await window_after("five", count=1) == ["five"]
+    assert await window_after("six", count=3) == ["four", "five", "six"]  # more than kept
     await store.engine.dispose()

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from llamabot.events import ChannelRef
 from llamabot.storage.engine import is_in_memory
 from llamabot.storage.models import Conversation, Message, StoredImage
+from llamabot.storage.recent import RecentTurns
 from llamabot.storage.serial import SerialConnection
 
 T = TypeVar("T")
@@ -187,16 +188,43 @@ def _insert(conn: Connection, conversation_id: int, message: NewMessage) -> int:
 
 
 def _read_window(conn: Connection, conversation_id: int, count: int, tokens: int) -> list[Turn]:
+    return _fit(_window_rows(conn, conversation_id, count), tokens)
+
+
+def _window_rows(conn: Connection, conversation_id: int, count: int) -> Sequence[Sequence[Any]]:
+    """The newest ``count`` complete turns, newest first."""
     if not is_sqlite(conn):
-        rows = conn.execute(_WINDOW_SELECT, {"cid": conversation_id, "n": count}).all()
-        return _fit(rows, tokens)
+        return conn.execute(_WINDOW_SELECT, {"cid": conversation_id, "n": count}).all()
     cursor = conn.connection.cursor()
     try:
         cursor.execute(_WINDOW_SQL, {**_WINDOW_CONSTANTS, "cid": conversation_id, "n": count})
-        rows = cursor.fetchall()
+        return cursor.fetchall()
     finally:
         cursor.close()
-    return _fit(rows, tokens)
+
+
+def _data_version(conn: Connection) -> int:
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute("PRAGMA data_version")
+        row = cursor.fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        cursor.close()
+
+
+def _row_of(message: NewMessage) -> tuple[Any, ...]:
+    """A stored message as the window query returns it."""
+    return (
+        message.role,
+        message.content,
+        message.author_name,
+        message.tokens,
+        message.tool_calls,
+        message.tool_name,
+        message.tool_call_id,
+        message.images,
+    )
 
 
 def _fit(rows: Sequence[Sequence[Any]], max_tokens: int) -> list[Turn]:
@@ -227,6 +255,8 @@ class HistoryStore:
         # another database; other databases are served by the async engine's pool.
         serial = engine.dialect.name == "sqlite" and not is_in_memory(engine.url)
         self._serial = SerialConnection(engine.url) if serial else None
+        # Only the serial connection's thread touches it (SQLite files only).
+        self._recent = RecentTurns() if serial else None
 
     async def aclose(self) -> None:
         """Close the serial connection (the engine belongs to whoever created it)."""
@@ -273,9 +303,16 @@ class HistoryStore:
 
     async def append(self, conversation_id: int, *messages: NewMessage) -> list[int]:
         """Store messages in one transaction; returns their ids in order."""
-        return await self._unit(
-            lambda conn: [_insert(conn, conversation_id, message) for message in messages]
-        )
+
+        def work(conn: Connection) -> list[int]:
+            ids = [_insert(conn, conversation_id, message) for message in messages]
+            if self._recent is not None:
+                for stored, message in zip(ids, messages, strict=True):
+                    if stored and message.status == "ok":
+                        self._recent.add(conversation_id, _row_of(message))
+            return ids
+
+        return await self._unit(work)
 
     async def append_and_window(
         self, conversation_id: int, message: NewMessage, max_messages: int, max_tokens: int
@@ -287,9 +324,21 @@ class HistoryStore:
         """
 
         def work(conn: Connection) -> list[Turn] | None:
+            recent = self._recent
+            if recent is not None:
+                recent.check(_data_version(conn))
             if not _insert(conn, conversation_id, message):
                 return None
-            return _read_window(conn, conversation_id, max_messages, max_tokens)
+            if recent is None:
+                return _read_window(conn, conversation_id, max_messages, max_tokens)
+            if message.status == "ok":
+                recent.add(conversation_id, _row_of(message))
+            cached = recent.newest(conversation_id, max_messages)
+            if cached is not None:
+                return _fit(cached, max_tokens)
+            rows = _window_rows(conn, conversation_id, max_messages)
+            recent.remember(conversation_id, [tuple(row) for row in rows], max_messages)
+            return _fit(rows, max_tokens)
 
         return await self._unit(work)
 
@@ -316,6 +365,8 @@ class HistoryStore:
         return await self._delete(Message.created_at < _naive_utc(before))
 
     async def _delete(self, condition: ColumnElement[bool]) -> int:
+        # Another connection: the serial one sees data_version change and forgets its
+        # cache before the next window (see storage/recent.py).
         async with self.engine.begin() as conn:
             result = await conn.execute(delete(Message).where(condition))
             # A kept picture goes with the last message that names it.

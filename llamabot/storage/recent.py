@@ -1,0 +1,71 @@
+"""The newest turns of each conversation, kept in memory so that answering a message
+does not read its window back from SQLite.
+
+Only for a SQLite file, which one bot process owns (``storage/locks.py``). Every change
+made through another connection (a delete, ``llamabot db prune`` in another process, the
+scheduler's job store) bumps SQLite's ``PRAGMA data_version`` as seen by the history's own
+connection, and a changed version empties the cache: it never shows a deleted message.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Conversations remembered; the least recently answered are forgotten first.
+MAX_CONVERSATIONS = 1000
+
+Row = tuple[Any, ...]  # a window row: role, content, author_name, tokens, tool..., images
+
+
+@dataclass
+class _Tail:
+    rows: deque[Row] = field(default_factory=deque)  # oldest first, complete turns only
+    whole: bool = False  # holds every complete turn of the conversation
+
+
+class RecentTurns:
+    """The cache; all calls come from the one thread that owns the SQLite connection."""
+
+    def __init__(self) -> None:
+        self._tails: OrderedDict[int, _Tail] = OrderedDict()
+        self._version: int | None = None
+
+    def check(self, data_version: int) -> None:
+        """Forget everything when another connection changed the database."""
+        if data_version != self._version:
+            self._tails.clear()
+            self._version = data_version
+
+    def newest(self, conversation_id: int, count: int) -> list[Row] | None:
+        """Up to ``count`` newest rows, newest first; None when not known well enough."""
+        tail = self._tails.get(conversation_id)
+        if tail is None or (len(tail.rows) < count and not tail.whole):
+            return None
+        self._tails.move_to_end(conversation_id)
+        rows = list(tail.rows)[-count:]
+        rows.reverse()
+        return rows
+
+    def remember(self, conversation_id: int, newest_first: Sequence[Row], asked: int) -> None:
+        """What a window read returned (``asked`` rows were asked for)."""
+        tail = _Tail(deque(reversed(newest_first), maxlen=max(asked, 1)), len(newest_first) < asked)
+        self._tails[conversation_id] = tail
+        self._tails.move_to_end(conversation_id)
+        while len(self._tails) > MAX_CONVERSATIONS:
+            self._tails.popitem(last=False)
+
+    def add(self, conversation_id: int, row: Row) -> None:
+        """A complete turn was stored through the history's own connection."""
+        tail = self._tails.get(conversation_id)
+        if tail is None:
+            return
+        if tail.rows.maxlen is not None and len(tail.rows) == tail.rows.maxlen:
+            tail.whole = False  # the oldest row falls out
+        tail.rows.append(row)
+
+    def forget(self) -> None:
+        """Everything (the history's own connection deleted rows)."""
+        self._tails.clear()
