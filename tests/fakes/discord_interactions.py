@@ -51,6 +51,7 @@ class FakeInteraction:
     user: FakeUser
     channel: FakeChannel
     options: list[Json]
+    payload: Json = field(default_factory=dict)  # INTERACTION_CREATE's data, as sent
     responses: list[int] = field(default_factory=list)  # callback types received
     ephemeral: bool | None = None  # set by the first response that shows something
     original: FakeMessage | None = None
@@ -210,6 +211,7 @@ class InteractionsMixin:
             payload.update(
                 user=user.payload(), authorizing_integration_owners={"1": user.id}, context=1
             )
+        interaction.payload = payload
         await self._dispatch("INTERACTION_CREATE", payload)
         return interaction
 
@@ -240,6 +242,9 @@ class InteractionsMixin:
                     **command,
                 }
             )
+            permissions = stored[-1]["default_member_permissions"]
+            if permissions is not None:  # Discord answers a bit set as a string
+                stored[-1]["default_member_permissions"] = str(permissions)
         self.app_commands = stored
         self.command_syncs += 1
         return _json(stored)
@@ -290,7 +295,7 @@ class InteractionsMixin:
         flags = (EPHEMERAL if ephemeral else 0) | (LOADING if kind == 5 else 0)
         message = self._answer_message(interaction, content, flags)
         interaction.original = message
-        await self._notify()
+        await self._announce("MESSAGE_CREATE", message)
         answer = {
             "interaction": {
                 "id": interaction.id,
@@ -342,7 +347,7 @@ class InteractionsMixin:
         if original is not None and _loading(original):
             # The first follow-up after "thinking…" takes its place.
             self._set_content(original, content, loading=False)
-            await self._notify()
+            await self._announce("MESSAGE_UPDATE", original)
             return (
                 _json(original.payload)
                 if request.query.get("wait") in ("true", "1")
@@ -351,7 +356,7 @@ class InteractionsMixin:
         ephemeral = bool(body.get("flags", 0) & EPHEMERAL)
         message = self._answer_message(interaction, content, EPHEMERAL if ephemeral else 0)
         interaction.followups.append(message)
-        await self._notify()
+        await self._announce("MESSAGE_CREATE", message)
         if request.query.get("wait") in ("true", "1"):
             return _json(message.payload)
         return web.Response(status=204)
@@ -384,7 +389,7 @@ class InteractionsMixin:
             if invalid is not None:
                 return invalid
             self._set_content(message, content, loading=False)
-        await self._notify()
+        await self._announce("MESSAGE_UPDATE", message)
         return _json(message.payload)
 
     async def _delete_webhook_message(self, request: web.Request) -> web.StreamResponse:
@@ -397,6 +402,12 @@ class InteractionsMixin:
         message.deleted = True
         await self._notify()
         return web.Response(status=204)
+
+    async def _announce(self, event: str, message: FakeMessage) -> None:
+        """The channel learns of an answer everyone sees (an ephemeral one: nobody)."""
+        if message.ephemeral_to is None:
+            await self._dispatch(event, message.payload)
+        await self._notify()
 
     @staticmethod
     def _set_content(message: FakeMessage, content: str, *, loading: bool) -> None:
