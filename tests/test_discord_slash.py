@@ -44,6 +44,13 @@ async def ponder(ctx: CommandContext[None], topic: str, rounds: int = 1) -> None
     await ctx.reply(f"thought {rounds}x about {topic}")
 
 
+@slow.command("hush", usage="[wait]")
+async def hush(ctx: CommandContext[None], wait: int = 0) -> None:
+    """Answer nothing (after waiting for the test, when asked to)."""
+    if wait:
+        await release.wait()
+
+
 @slow.command("secret", permission="admin")
 async def secret(ctx: CommandContext[None]) -> None:
     """Admins only."""
@@ -234,3 +241,18 @@ async def test_a_slash_command_works_in_a_dm(
         used = await world.fake.invoke_command(world.bob, dm, "help", {"command": "ponder"})
         await world.fake.wait_for(lambda: bool(used.shown))
     assert used.shown == ["/ponder <topic>\nThink about a topic for a while."]
+
+
+async def test_a_command_that_answers_nothing_still_ends_its_interaction(
+    world: World, make_config: MakeConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(discord_commands, "DEFER_AFTER_S", 0.05)
+    async with running(world, make_config, tmp_path):
+        quick = await world.fake.invoke_command(world.bob, world.general, "hush")
+        await world.fake.wait_for(lambda: bool(quick.shown))
+        slow_one = await world.fake.invoke_command(world.bob, world.general, "hush", {"wait": 1})
+        await world.fake.wait_for(lambda: slow_one.deferred)
+        release.set()
+        await world.fake.wait_for(lambda: bool(slow_one.shown))
+    assert quick.shown == ["Done."] and quick.ephemeral
+    assert slow_one.shown == ["Done."]  # "thinking…" ended

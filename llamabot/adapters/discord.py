@@ -302,7 +302,10 @@ class DiscordAdapter:
                 spec = next((s for s in bot.command_specs() if s.name == name), None)
                 admin_only = spec is not None and spec.permission == "admin"
                 replies = InteractionReplies(self, interaction, ephemeral=admin_only)
-                await bot.accept(inbound, replies)
+                # Not through the durable inbox: an interaction cannot be answered after
+                # a restart anyway. Its end tells the interaction it is over.
+                handled = bot.submit(inbound, replies)
+                handled.add_done_callback(replies.finished)
         except Exception:
             log.exception("could not take a Discord slash command")
 

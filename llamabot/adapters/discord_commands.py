@@ -7,7 +7,9 @@ the last start (their hash is kept in the bot's database). A slash command becom
 an adapter for that one interaction: the first answer is the interaction's response (or,
 when the command takes longer than ``DEFER_AFTER_S``, a deferred "thinking…" response
 edited into the answer), later ones follow-ups. Admin commands and notices meant for the
-person alone (refusals) are ephemeral.
+person alone (refusals) are ephemeral. A command that answered nothing ends its
+interaction with an ephemeral "Done.". Slash commands skip the durable inbox: an
+interaction cannot be answered after a restart anyway.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 DEFER_AFTER_S = 2.0
 # The interaction's own response message, as opposed to a follow-up's id.
 ORIGINAL = "@original"
+# What a slash command that answered nothing shows (to its user only).
+DONE = "Done."
 
 _OPTION_TYPES = {"string": 3, "integer": 4, "number": 10, "boolean": 5}
 # Who sees a gated command in Discord's menu: Administrator, or Manage Server.
@@ -187,6 +191,7 @@ class InteractionReplies:
         self._original_shown = False
         self._deferred = False
         self._defer_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
         self._timer = asyncio.get_running_loop().call_later(DEFER_AFTER_S, self._defer_soon)
 
     def _defer_soon(self) -> None:
@@ -202,6 +207,27 @@ class InteractionReplies:
                 self._deferred = True
             except discord.HTTPException as exc:
                 log.warning("could not defer a slash command: %s", exc)
+
+    def finished(self, handled: asyncio.Future[None]) -> None:
+        """The command was handled: one that answered nothing still ends its interaction
+        (else Discord shows "thinking…" until the token lapses)."""
+        self._timer.cancel()
+        if not handled.cancelled() and not self._original_shown:
+            self._closing = asyncio.create_task(self._close_unanswered(), name="discord-done")
+
+    async def _close_unanswered(self) -> None:
+        async with self._lock:
+            if self._original_shown:
+                return
+            interaction = self._interaction
+            try:
+                if self._deferred:
+                    await interaction.edit_original_response(content=DONE)
+                elif not interaction.response.is_done():
+                    await interaction.response.send_message(DONE, ephemeral=True)
+                self._original_shown = True
+            except discord.HTTPException as exc:
+                log.debug("could not end an unanswered slash command: %s", exc)
 
     # -- the Adapter protocol ---------------------------------------------------------
 
