@@ -19,6 +19,7 @@ import ollama
 
 from llamabot.config import Config, Persona
 from llamabot.errors import StartupError
+from llamabot.llm.llamacpp import adapter_file
 from llamabot.storage.state import StateStore
 
 _PARAMETERS = ("temperature", "top_p", "top_k", "repeat_penalty", "num_ctx", "num_predict", "seed")
@@ -41,18 +42,6 @@ def parameters_of(persona: Persona) -> dict[str, Any]:
     if persona.stop:
         chosen["stop"] = list(persona.stop)
     return chosen
-
-
-def adapter_path(persona: Persona, config_dir: Path) -> Path | None:
-    if persona.adapter is None:
-        return None
-    path = Path(persona.adapter).expanduser()
-    path = path if path.is_absolute() else config_dir / path
-    if not path.is_file():
-        raise StartupError(
-            f"the persona's adapter {path} does not exist; fix adapter = in bot.toml"
-        )
-    return path
 
 
 def _sha256(path: Path) -> str:
@@ -79,7 +68,7 @@ async def publish(
         raise StartupError(f"there is no persona {persona_name!r}; bot.toml defines: {known}")
     host = host or config.llm.ollama.all_hosts[0]
     name = name or f"llamabot-{persona_name}"
-    adapter = adapter_path(persona, config_dir)
+    adapter = adapter_file(persona.adapter, config_dir) if persona.adapter else None
     parameters = parameters_of(persona)
     fingerprint = hashlib.sha256(
         json.dumps(

@@ -73,9 +73,7 @@ def bundled_model_path() -> Path | None:
 def model_file(section: EmbeddedSection, config_dir: Path | None = None) -> Path:
     """The GGUF file to load: ``model_path`` when set, else the bundled SmolLM2."""
     if section.model_path:
-        path = Path(section.model_path).expanduser()
-        if not path.is_absolute() and config_dir is not None:
-            path = config_dir / path
+        path = beside(section.model_path, config_dir)
         if not path.is_file():
             raise StartupError(
                 f"model file not found: {path}\n"
@@ -93,11 +91,17 @@ def model_file(section: EmbeddedSection, config_dir: Path | None = None) -> Path
     return bundled
 
 
-def adapter_file(name: str, config_dir: Path | None) -> Path:
-    """A persona's adapter file (relative to bot.toml); StartupError when it is missing."""
+def beside(name: str, config_dir: Path | None) -> Path:
+    """A file bot.toml names: ``~`` expanded, a relative path taken from ``config_dir``."""
     path = Path(name).expanduser()
     if not path.is_absolute() and config_dir is not None:
         path = config_dir / path
+    return path
+
+
+def adapter_file(name: str, config_dir: Path | None) -> Path:
+    """A persona's adapter file (relative to bot.toml); StartupError when it is missing."""
+    path = beside(name, config_dir)
     if not path.is_file():
         raise StartupError(
             f"the LoRA adapter {path} (a persona's adapter in bot.toml) does not exist; fix "
