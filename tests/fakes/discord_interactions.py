@@ -361,27 +361,32 @@ class InteractionsMixin:
             return _json(message.payload)
         return web.Response(status=204)
 
-    def _webhook_message(self, interaction: FakeInteraction, message_id: str) -> FakeMessage | None:
-        if message_id == "@original":
-            return interaction.original
-        return next((m for m in interaction.followups if m.id == message_id), None)
-
-    async def _get_webhook_message(self, request: web.Request) -> web.StreamResponse:
+    def _webhook_message(self, request: web.Request) -> tuple[FakeMessage | None, Any]:
+        """The original response (``@original``) or a follow-up the URL names; else the
+        error Discord answers (an unknown or expired token, an unknown message)."""
         interaction, error = self._interaction_for(request)
         if interaction is None:
-            return error
-        message = self._webhook_message(interaction, request.match_info["message_id"])
+            return None, error
+        wanted = request.match_info["message_id"]
+        message = (
+            interaction.original
+            if wanted == "@original"
+            else next((m for m in interaction.followups if m.id == wanted), None)
+        )
         if message is None or message.deleted:
-            return _json({"message": "Unknown Message", "code": 10008}, 404)
+            return None, _json({"message": "Unknown Message", "code": 10008}, 404)
+        return message, None
+
+    async def _get_webhook_message(self, request: web.Request) -> web.StreamResponse:
+        message, error = self._webhook_message(request)
+        if message is None:
+            return error
         return _json(message.payload)
 
     async def _patch_webhook_message(self, request: web.Request) -> web.StreamResponse:
-        interaction, error = self._interaction_for(request)
-        if interaction is None:
+        message, error = self._webhook_message(request)
+        if message is None:
             return error
-        message = self._webhook_message(interaction, request.match_info["message_id"])
-        if message is None or message.deleted:
-            return _json({"message": "Unknown Message", "code": 10008}, 404)
         body = _body(request)
         if "content" in body:
             content = body["content"] or ""
@@ -393,12 +398,9 @@ class InteractionsMixin:
         return _json(message.payload)
 
     async def _delete_webhook_message(self, request: web.Request) -> web.StreamResponse:
-        interaction, error = self._interaction_for(request)
-        if interaction is None:
+        message, error = self._webhook_message(request)
+        if message is None:
             return error
-        message = self._webhook_message(interaction, request.match_info["message_id"])
-        if message is None or message.deleted:
-            return _json({"message": "Unknown Message", "code": 10008}, 404)
         message.deleted = True
         await self._notify()
         return web.Response(status=204)
