@@ -384,17 +384,16 @@ class Bot:
 
     def _report_unknown_tools(self) -> None:
         """Tell the admin, at start, which tools a persona lists that nothing offers."""
-        offered = set(self.plugins.tools.names())
+        registry = self.plugins.tools
         for name, persona in sorted(self._config.personas.items()):
-            for tool in persona.tools:
-                if tool not in offered:
-                    log.warning(
-                        "persona %s lists the tool %s, which no loaded plugin offers "
-                        "(the tools on offer: %s)",
-                        name,
-                        tool,
-                        ", ".join(sorted(offered)) or "none",
-                    )
+            for tool in registry.missing(persona.tools):
+                log.warning(
+                    "persona %s lists the tool %s, which no loaded plugin offers "
+                    "(the tools on offer: %s)",
+                    name,
+                    tool,
+                    ", ".join(registry.names()) or "none",
+                )
 
     def _start_maintenance(self) -> None:
         """Background upkeep: the bot.toml watcher, the daily history retention, and the

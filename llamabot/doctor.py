@@ -8,11 +8,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llamabot.config import Config, ConfigError, load_config, resolve_storage_url
 from llamabot.errors import StartupError
 from llamabot.llm.base import ChatMessage, ChatModel, GenerationOptions
 from llamabot.llm.errors import ModelError, ReplyCut
+
+if TYPE_CHECKING:
+    from llamabot.tools import ToolRegistry
 
 # A doctor's generation: a few tokens, so a backend that loads but cannot answer shows.
 PROBE_TOKENS = 8
@@ -54,6 +58,7 @@ async def _database(config: Config, path: Path) -> Check:
 
 async def _backend(config: Config, path: Path) -> list[Check]:
     from llamabot.llm.select import select_model
+    from llamabot.plugin_loader import load_plugins
 
     try:
         model = await select_model(config.llm, config_dir=path.parent)
@@ -68,6 +73,7 @@ async def _backend(config: Config, path: Path) -> list[Check]:
             checks.append(Check(name, ok, detail))
         personas = sorted(config.personas.items())
         missing = await model.missing_models(sorted({p.model for _, p in personas}))
+        registry: ToolRegistry | None = None  # the plugins' tools, loaded once if needed
         for persona_name, persona in personas:
             lacking = missing.get(persona.model)
             if not health.ok:
@@ -94,7 +100,11 @@ async def _backend(config: Config, path: Path) -> list[Check]:
                     Check(f"persona {persona_name}", True, f"model {persona.model}{also}")
                 )
             if persona.tools and health.ok and not lacking:
-                checks.append(await _tools(model, persona_name, persona.model, persona.tools, path))
+                if registry is None:
+                    registry = load_plugins(config, path.parent).tools
+                checks.append(
+                    await _tools(model, persona_name, persona.model, persona.tools, registry)
+                )
         if health.ok:
             checks.append(await _generation(model, config))
         return checks
@@ -133,21 +143,17 @@ async def _generation(model: ChatModel, config: Config) -> Check:
 
 
 async def _tools(
-    model: ChatModel, persona: str, model_name: str, wanted: list[str], path: Path
+    model: ChatModel, persona: str, model_name: str, wanted: list[str], registry: ToolRegistry
 ) -> Check:
     """Whether the persona's tools exist and its model can call them."""
-    from llamabot.plugin_loader import load_plugins
-
     name = f"persona {persona} tools"
-    config = load_config(path)
-    known = load_plugins(config, path.parent).tools.names()
-    unknown = [tool for tool in wanted if tool not in known]
+    unknown = registry.missing(wanted)
     if unknown:
         return Check(
             name,
             False,
             f"no loaded plugin offers {', '.join(unknown)}; the tools on offer: "
-            f"{', '.join(known) or 'none'}",
+            f"{', '.join(registry.names()) or 'none'}",
         )
     if not await model.supports_tools(model_name):
         return Check(

@@ -76,20 +76,15 @@ class PluginHost:
                 f"two plugins are named {plugin.name!r}: {same} and {source}; "
                 "remove one, or rename it"
             )
-        for command in plugin.commands:
-            other = self._commands.get(command.name)
+        taken = [
+            ("claim the command", command.name, self._commands.get(command.name))
+            for command in plugin.commands
+        ] + [("offer the tool", tool.name, self.tools.get(tool.name)) for tool in plugin.tools]
+        for verb, name, other in taken:
             if other is not None:
                 raise StartupError(
-                    f"two plugins claim the command {command.name!r}: {other.plugin!r} "
+                    f"two plugins {verb} {name!r}: {other.plugin!r} "
                     f"({self.source_of(other.plugin)}) and {plugin.name!r} ({source}); "
-                    "disable one in [plugins] disabled"
-                )
-        for tool in plugin.tools:
-            offered = self.tools.get(tool.name)
-            if offered is not None:
-                raise StartupError(
-                    f"two plugins offer the tool {tool.name!r}: {offered.plugin!r} "
-                    f"({self.source_of(offered.plugin)}) and {plugin.name!r} ({source}); "
                     "disable one in [plugins] disabled"
                 )
         try:

@@ -130,6 +130,10 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return sorted(self._tools)
 
+    def missing(self, wanted: list[str]) -> list[str]:
+        """Of ``wanted`` (a persona's list), the names no tool has."""
+        return [name for name in wanted if name not in self._tools]
+
     def for_turn(self, wanted: list[str], *, is_admin: bool) -> list[Tool]:
         """The tools of ``wanted`` (a persona's list) that exist and this person may use.
 
