@@ -246,17 +246,20 @@ class Conversation:
             raise ImageRejected(
                 f"Please send at most {most} {'image' if most == 1 else 'images'} in one message."
             )
-        prepared = []
-        for image in inbound.images:
-            try:
-                async with asyncio.timeout(config.llm.image_fetch_timeout_s):
-                    data = await adapter.fetch_image(image, limits.max_image_bytes)
-            except TimeoutError:
-                raise ImageRejected(
-                    "Fetching that image took too long; please send it again."
-                ) from None
-            prepared.append(await asyncio.to_thread(prepare, data, config.llm.image_max_side))
-        return prepared
+        return [await self._fetch(image, adapter, resolved, config) for image in inbound.images]
+
+    async def _fetch(
+        self, image: ImageRef, adapter: Adapter, resolved: Resolved, config: Config
+    ) -> PreparedImage:
+        """One picture from the platform, prepared for the model; ImageRejected if not."""
+        try:
+            async with asyncio.timeout(config.llm.image_fetch_timeout_s):
+                data = await adapter.fetch_image(image, resolved.limits.max_image_bytes)
+        except TimeoutError:
+            raise ImageRejected(
+                "Fetching that image took too long; please send it again."
+            ) from None
+        return await asyncio.to_thread(prepare, data, config.llm.image_max_side)
 
     async def _seen_pictures(
         self,
@@ -296,16 +299,12 @@ class Conversation:
             kept = await self._store.kept_image(ref["sha256"])
             if kept is not None:
                 return kept
+        image = ImageRef(ref["source"], ref.get("mime"))
         try:
-            async with asyncio.timeout(config.llm.image_fetch_timeout_s):
-                data = await adapter.fetch_image(
-                    ImageRef(ref["source"], ref.get("mime")), resolved.limits.max_image_bytes
-                )
-            prepared = await asyncio.to_thread(prepare, data, config.llm.image_max_side)
-        except (ImageRejected, TimeoutError) as exc:  # expired link, deleted file: the note
-            log.info("an earlier picture is not shown again: %s", exc)
+            return (await self._fetch(image, adapter, resolved, config)).data
+        except ImageRejected as exc:  # an expired link, a deleted file: the note stays
+            log.info("an earlier picture is not shown again: %s", exc.user_message)
             return None
-        return prepared.data
 
     async def _keep(self, pictures: list[PreparedImage]) -> None:
         try:
