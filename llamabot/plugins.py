@@ -8,6 +8,7 @@ receive (``CommandContext``, ``JobContext``) lives in :mod:`llamabot.context`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import re
@@ -79,14 +80,20 @@ class Command:
         """``/name usage`` as the person should type it."""
         return f"{prefix}{self.name} {self.usage}".rstrip()
 
+    @functools.cached_property
     def _parameters(self) -> list[inspect.Parameter]:
+        # Read once: every run of the command and every listing of it needs them.
         return list(inspect.signature(self.handler).parameters.values())[1:]
 
     def options(self) -> list[CommandOption]:
         """The handler's arguments, typed, with their descriptions from the docstring."""
+        return list(self._options)
+
+    @functools.cached_property
+    def _options(self) -> tuple[CommandOption, ...]:
         _, described = read_docstring(inspect.getdoc(self.handler) or "")
         found = []
-        for parameter in self._parameters():
+        for parameter in self._parameters:
             rest = parameter.kind is inspect.Parameter.VAR_POSITIONAL
             found.append(
                 CommandOption(
@@ -99,13 +106,13 @@ class Command:
                     autocomplete=parameter.name in self.autocomplete,
                 )
             )
-        return found
+        return tuple(found)
 
     def parse(self, argument_text: str) -> list[Any]:
         """Turn the words after the command into the handler's typed arguments."""
         words = argument_text.split()
         values: list[Any] = []
-        for parameter in self._parameters():
+        for parameter in self._parameters:
             kind = _annotation_type(parameter.annotation)
             if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
                 values.extend(_convert(word, kind) for word in words)
@@ -124,7 +131,7 @@ class Command:
     def bind(self, options: Mapping[str, Any]) -> list[Any]:
         """The handler's typed arguments from a native command's options by name."""
         values: list[Any] = []
-        for parameter in self._parameters():
+        for parameter in self._parameters:
             kind = _annotation_type(parameter.annotation)
             given = options.get(parameter.name)
             if parameter.kind is inspect.Parameter.VAR_POSITIONAL:

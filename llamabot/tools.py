@@ -9,6 +9,7 @@ JSON schema the model sees is that model's, with the descriptions from the docst
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -41,9 +42,10 @@ class Tool:
     permission: ToolPermission
     plugin: str
 
-    @property
+    @functools.cached_property
     def spec(self) -> ToolSpec:
-        """The tool as the model is told of it."""
+        """The tool as the model is told of it (made once: every reply offering the tool
+        sends it)."""
         schema = self.arguments.model_json_schema()
         schema.pop("title", None)
         for prop in schema.get("properties", {}).values():

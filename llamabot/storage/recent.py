@@ -65,7 +65,3 @@ class RecentTurns:
         if tail.rows.maxlen is not None and len(tail.rows) == tail.rows.maxlen:
             tail.whole = False  # the oldest row falls out
         tail.rows.append(row)
-
-    def forget(self) -> None:
-        """Everything (the history's own connection deleted rows)."""
-        self._tails.clear()
