@@ -205,6 +205,12 @@ class FakeMessage:
     def edits(self) -> int:
         return len(self.versions) - 1
 
+    def show(self, content: str) -> None:
+        """The message now reads ``content`` (an edit, kept in ``versions``)."""
+        self.content = content
+        self.payload["content"] = content
+        self.versions.append((time.monotonic(), content))
+
 
 @dataclass
 class _Failure:
@@ -968,9 +974,7 @@ class FakeDiscord(InteractionsMixin):
             invalid = _check_content(content, body)
             if invalid is not None:
                 return invalid
-            message.content = content
-            message.payload["content"] = content
-            message.versions.append((time.monotonic(), content))
+            message.show(content)
         message.payload["edited_timestamp"] = _timestamp()
         await self._dispatch("MESSAGE_UPDATE", message.payload)
         return _json(message.payload)

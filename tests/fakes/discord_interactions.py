@@ -413,8 +413,6 @@ class InteractionsMixin:
 
     @staticmethod
     def _set_content(message: FakeMessage, content: str, *, loading: bool) -> None:
-        message.content = content
-        message.payload["content"] = content
         flags = message.payload.get("flags", 0)
         message.payload["flags"] = flags | LOADING if loading else flags & ~LOADING
-        message.versions.append((time.monotonic(), content))
+        message.show(content)
