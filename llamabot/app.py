@@ -20,6 +20,7 @@ from llamabot.adapters.base import Adapter, CommandSpec
 from llamabot.config import Config, resolve_storage_url
 from llamabot.context import PluginContexts
 from llamabot.conversation import Conversation
+from llamabot.errors import StartupError
 from llamabot.events import Inbound
 from llamabot.llm.base import ChatModel
 from llamabot.loop_lag import LoopWatchdog
@@ -35,6 +36,7 @@ from llamabot.storage.locks import claim_sqlite
 from llamabot.storage.state import StateStore
 
 if TYPE_CHECKING:
+    from llamabot.mcp_servers import McpServers
     from llamabot.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class Bot:
         self._router: Router | None = None
         self._contexts: PluginContexts | None = None
         self.scheduler: Scheduler | None = None
+        self.mcp: McpServers | None = None  # when [mcp.servers] has any enabled
         self.stopped = asyncio.Event()
         self.metrics = Metrics(config.metrics.listen)
 
@@ -272,6 +275,7 @@ class Bot:
 
             self._plugins = load_plugins(config, self.config_dir)
         self._report_unknown_tools()
+        await self._start_mcp_servers()
         # One limiter: replies and plugins' one-off completions share the model's slots.
         limiter = asyncio.Semaphore(config.llm.max_concurrency)
         contexts = self._contexts = PluginContexts(
@@ -381,6 +385,24 @@ class Bot:
                     self.model.name,
                     name,
                 )
+
+    async def _start_mcp_servers(self) -> None:
+        """Connect to the ``[mcp.servers]`` in the background: their tools join the
+        registry as each comes up; no platform waits for them."""
+        section = self._config.mcp
+        if not any(server.enabled for server in section.servers.values()):
+            return
+        try:
+            from llamabot.mcp_servers import McpServers
+        except ImportError as exc:
+            raise StartupError(
+                f"[mcp] servers are configured, but the MCP SDK does not load ({exc}); "
+                "reinstall llamabot (pip install -e .) or remove [mcp.servers]"
+            ) from None
+        self.mcp = McpServers(section, self.plugins.tools, base_dir=self.config_dir)
+        self.mcp.start()
+        # Pushed early, so popped late: replies finishing in the stop grace keep the tools.
+        self._stack.push_async_callback(self.mcp.stop)
 
     def _report_unknown_tools(self) -> None:
         """Tell the admin, at start, which tools a persona lists that nothing offers."""

@@ -256,6 +256,32 @@ async def _doctor(args: argparse.Namespace) -> int:
     return 0 if all(check.ok for check in checks) else 1
 
 
+async def _mcp(args: argparse.Namespace) -> int:
+    from llamabot.mcp_servers import probe
+
+    path = _config_path(args)
+    config = load_config(path)
+    servers = config.mcp.servers
+    if not servers:
+        print(f"no MCP servers in {path}; add one as [mcp.servers.NAME] (see the README)")
+        return 0
+    found = {status.name: status for status in await probe(config.mcp, path.parent)}
+    print(f"{'server':<16} {'state':<10} {'transport':<16} {'protocol':<11} tools")
+    failed = False
+    for name in sorted(servers):
+        status = found.get(name)
+        if status is None:
+            print(f"{name:<16} {'off':<10} {'':<16} {'':<11} (enabled = false)")
+            continue
+        failed |= status.state != "up"
+        tools = ", ".join(status.tools) if status.state == "up" else status.detail
+        print(
+            f"{name:<16} {status.state:<10} {status.transport:<16} {status.protocol or '-':<11} "
+            f"{tools or '-'}"
+        )
+    return 1 if failed else 0
+
+
 async def _publish(args: argparse.Namespace) -> int:
     from llamabot.config_editor import rewrite_config
     from llamabot.publish import publish
@@ -299,6 +325,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "plugins": _plugins,
     "doctor": _doctor,
     "publish": _publish,
+    "mcp": _mcp,
 }
 
 
@@ -345,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument(
         "--keep-ids", action="store_true", help="keep user ids instead of pseudonyms"
     )
+    mcp = add("mcp", "connect to each [mcp.servers] server once and list its state and tools")
+    mcp.add_argument("mcp_command", choices=["list"])
     publisher = add("publish", "make a persona (model, LoRA adapter, prompt) an Ollama model")
     publisher.add_argument("persona", help="the persona in bot.toml")
     publisher.add_argument("--name", help="the Ollama model's name (default: llamabot-PERSONA)")
@@ -358,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``llamabot`` console script."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose, quiet=args.command in ("chat", "check", "doctor", "plugins"))
+    _setup_logging(
+        args.verbose, quiet=args.command in ("chat", "check", "doctor", "plugins", "mcp")
+    )
     try:
         status = asyncio.run(COMMANDS[args.command](args))
         sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below

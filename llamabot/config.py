@@ -161,8 +161,9 @@ class Persona(Section):
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
     keep_alive: str | None = None
-    # The tools (by name, from plugins) the model may call when answering as this persona;
-    # none by default. A model without tool support is offered none.
+    # The tools the model may call when answering as this persona: a plugin's tool by
+    # name, "mcp:SERVER" (every tool of an MCP server) or "mcp:SERVER/TOOL"; none by
+    # default. A model without tool support is offered none.
     tools: list[str] = Field(default_factory=list)
     # A LoRA adapter (GGUF) for this persona, relative to bot.toml; on the embedded
     # backend it is applied to the one loaded base model for this persona's replies.
@@ -315,6 +316,67 @@ class ToolsSection(Section):
     show_calls: Literal["while_running", "keep", "never"] = "while_running"
 
 
+_MCP_NAME = re.compile(r"[a-zA-Z0-9_-]{1,32}")
+
+
+def _mcp_name(name: str) -> str:
+    if not _MCP_NAME.fullmatch(name):
+        raise ValueError(
+            f"an MCP server's name is 1-32 letters, digits, _ and - (not {name!r}); "
+            "it prefixes the names of its tools"
+        )
+    return name
+
+
+class McpServer(Section):
+    """``[mcp.servers.NAME]``: one Model Context Protocol server whose tools personas may
+    use (``tools = ["mcp:NAME"]``). Either ``command`` (a child process spoken to over
+    stdio) or ``url`` (Streamable HTTP, or the older SSE transport)."""
+
+    command: list[str] = Field(default_factory=list)
+    # The only environment variables a stdio server gets, by name, taken from the bot's
+    # own environment (besides the SDK's minimal PATH, HOME, USER, SHELL, TERM, LOGNAME).
+    env: list[str] = Field(default_factory=list)
+    cwd: str | None = None
+    url: str = ""
+    # HTTP header -> the environment variable holding its value (secrets stay out of
+    # bot.toml), e.g. { Authorization = "MCP_TOKEN" }.
+    headers_env: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+    # Narrow the server for every persona: only these tools, or all but these.
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    # Offered only on an admin's turn (as is every tool the server marks destructive).
+    confirm: list[str] = Field(default_factory=list)
+    # Calls of these tools are logged without their arguments.
+    sensitive: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServer:
+        if bool(self.command) == bool(self.url):
+            raise ValueError(
+                'give an MCP server either command = ["program", "arg", ...] (stdio) '
+                'or url = "https://host/mcp" (HTTP), not both and not neither'
+            )
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url {self.url!r} must start with http:// or https://")
+        return self
+
+
+class McpSection(Section):
+    """``[mcp]``: the MCP servers and how their tools are called."""
+
+    servers: dict[Annotated[str, AfterValidator(_mcp_name)], McpServer] = Field(
+        default_factory=dict
+    )
+    # One call running longer is cancelled; the model reads that it timed out.
+    call_timeout_s: float = Field(default=30.0, gt=0)
+    # A longer result is cut here, with a visible marker saying how much was left out.
+    max_result_chars: int = Field(default=8_000, ge=100)
+    # A server not ready within this is retried in the background; the bot never waits.
+    start_timeout_s: float = Field(default=10.0, gt=0)
+
+
 class PluginsSection(BaseModel):
     """``[plugins]``; any other table under it is a plugin's own config slice."""
 
@@ -381,6 +443,22 @@ class Config(Section):
     limits: LimitsSection = Field(default_factory=LimitsSection)
     access: AccessSection = Field(default_factory=AccessSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    mcp: McpSection = Field(default_factory=McpSection)
+
+    @model_validator(mode="after")
+    def _mcp_servers_exist(self) -> Config:
+        for name, persona in sorted(self.personas.items()):
+            for entry in persona.tools:
+                if not entry.startswith("mcp:"):
+                    continue
+                server = entry[4:].partition("/")[0]
+                if server not in self.mcp.servers:
+                    known = ", ".join(sorted(self.mcp.servers)) or "none is configured"
+                    raise ValueError(
+                        f"[personas.{name}] tools names {entry!r}, but there is no "
+                        f"[mcp.servers.{server}] (the MCP servers: {known})"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _personas_exist(self) -> Config:

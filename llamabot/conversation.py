@@ -328,7 +328,7 @@ class Conversation:
         except Exception as exc:  # cannot tell: answer without tools rather than not at all
             log.warning("could not learn whether %s calls tools: %s", resolved.persona.model, exc)
             able = False
-        return tools if able else None
+        return dataclasses.replace(tools, observe=self._metrics.tool_called) if able else None
 
     async def _run_call(
         self, tools: TurnTools, call: ToolCall, reply: ReplyStream, show: str

@@ -205,4 +205,35 @@ async def run_checks(path: Path) -> list[Check]:
     checks.append(await _database(config, path))
     checks += await _backend(config, path)
     checks += _tokens(config)
+    checks += await _mcp(config, path)
     return checks
+
+
+async def _mcp(config: Config, path: Path) -> list[Check]:
+    """Connect to each enabled MCP server once: its state, protocol and tools."""
+    if not any(server.enabled for server in config.mcp.servers.values()):
+        return []
+    from llamabot.mcp_servers import probe
+
+    checks = [
+        Check(f"mcp server {name}", True, "disabled (enabled = false)")
+        for name, server in sorted(config.mcp.servers.items())
+        if not server.enabled
+    ]
+    for status in await probe(config.mcp, path.parent):
+        if status.state == "up":
+            detail = (
+                f"up over {status.transport}, protocol {status.protocol}"
+                f"{', ' + status.server if status.server else ''}; tools: "
+                f"{', '.join(status.tools) or 'none'}"
+            )
+            checks.append(Check(f"mcp server {status.name}", True, detail))
+        else:
+            checks.append(
+                Check(
+                    f"mcp server {status.name}",
+                    False,
+                    f"{status.state}: {status.detail or 'no answer yet'}",
+                )
+            )
+    return sorted(checks, key=lambda check: check.name)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from llamabot.errors import StartupError
+
+if TYPE_CHECKING:
+    from llamabot.tools import Tool, ToolResult
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,19 @@ class Metrics:
         self._jobs = Counter(
             "llamabot_scheduled_runs", "Scheduled jobs and tasks run", ["outcome"], registry=r
         )
+        self._tool_calls = Counter(
+            "llamabot_tool_calls",
+            "The model's tool calls, by where the tool is from (a plugin or mcp:SERVER)",
+            ["source", "tool", "outcome"],
+            registry=r,
+        )
+        self._tool_seconds = Histogram(
+            "llamabot_tool_seconds",
+            "How long the model's tool calls took",
+            ["source"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self._queued = Gauge(
             "llamabot_queued_messages", "Messages waiting in every conversation", registry=r
         )
@@ -140,6 +157,12 @@ class Metrics:
     def reconnected(self, platform: str) -> None:
         if self.enabled:
             self._reconnects.labels(platform).inc()
+
+    def tool_called(self, tool: Tool, result: ToolResult) -> None:
+        """One tool call of the model's: where the tool is from, how it went, how long."""
+        if self.enabled:
+            self._tool_calls.labels(tool.plugin, tool.name, result.outcome).inc()
+            self._tool_seconds.labels(tool.plugin).observe(result.seconds)
 
     def job_ran(self, ok: bool) -> None:
         if self.enabled:

@@ -429,4 +429,4 @@ class BotHarness:
         inbound = Inbound(channel, Author(user, user.title()), f"(a turn that called {name})")
         resolved = bot.config.persona_for(channel)
         ctx = bot.contexts.for_message(inbound, adapter, resolved, tool.plugin)
-        return await run_tool(tool, ctx, arguments, bot.config.tools.timeout_s)
+        return (await run_tool(tool, ctx, arguments, bot.config.tools.timeout_s)).text

@@ -1,9 +1,11 @@
 """Tools the model may call: what a tool is, the registry, and running one call.
 
-Tools come from plugins (``@plugin.tool``) and register here; the reply loop asks the
-registry which tools a persona may use on a turn and never knows where they came from.
-A tool's arguments are validated by a pydantic model made from its signature, and the
-JSON schema the model sees is that model's, with the descriptions from the docstring.
+Tools come from plugins (``@plugin.tool``) and from MCP servers (``mcp_servers.py``) and
+register here; the reply loop asks the registry which tools a persona may use on a turn
+and never knows where they came from. A plugin tool's arguments are validated by a
+pydantic model made from its signature, and the JSON schema the model sees is that
+model's, with the descriptions from the docstring; an MCP tool's schema is the server's,
+and the server checks its own arguments.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import inspect
 import json
 import logging
 import re
+import time
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -30,22 +33,41 @@ ToolPermission = Literal["everyone", "admin"]
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_-]{0,63}")
 
 
+class ToolFailed(Exception):
+    """Raised by a handler whose tool answered with an error (an MCP server's
+    ``isError`` result): the model reads the message, and no traceback is logged."""
+
+
 @dataclass(frozen=True)
 class Tool:
     """A function the model may call. ``handler(ctx, **arguments)`` returns its result:
-    text, or anything JSON can encode."""
+    text, or anything JSON can encode.
+
+    ``plugin`` says where it comes from: a plugin's name, or ``mcp:SERVER``. ``arguments``
+    validates the model's arguments; without it (an MCP tool) ``schema`` is what the
+    model is told and the handler gets the arguments as they came.
+    """
 
     name: str
     description: str
     handler: Callable[..., Awaitable[Any]]
-    arguments: type[BaseModel]
+    arguments: type[BaseModel] | None
     permission: ToolPermission
     plugin: str
+    schema: Mapping[str, Any] | None = None
+    timeout_s: float | None = None  # None: [tools] timeout_s
+    sensitive: bool = False  # calls are logged without their arguments
+    remote_name: str | None = None  # an MCP tool's own name on its server
 
     @functools.cached_property
     def spec(self) -> ToolSpec:
         """The tool as the model is told of it (made once: every reply offering the tool
         sends it)."""
+        if self.arguments is None:
+            given = dict(self.schema or {})
+            given.setdefault("type", "object")
+            given.setdefault("properties", {})
+            return ToolSpec(self.name, self.description, given)
         schema = self.arguments.model_json_schema()
         schema.pop("title", None)
         for prop in schema.get("properties", {}).values():
@@ -112,7 +134,8 @@ def _hints(func: Callable[..., Any]) -> dict[str, Any]:
 
 
 class ToolRegistry:
-    """Every tool on offer, by name: plugins' tools now, MCP servers' later."""
+    """Every tool on offer, by the name the model sees: plugins' tools, fixed at start,
+    and MCP servers' tools, which come and go with their servers."""
 
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
@@ -126,6 +149,20 @@ class ToolRegistry:
             )
         self._tools[tool.name] = tool
 
+    def replace(self, source: str, tools: list[Tool]) -> list[str]:
+        """Make ``tools`` the whole offer of ``source`` (an MCP server coming up, its list
+        changing, or going down with ``[]``); the names refused because another source
+        has them."""
+        for name in [name for name, tool in self._tools.items() if tool.plugin == source]:
+            del self._tools[name]
+        refused = []
+        for tool in tools:
+            if tool.name in self._tools:
+                refused.append(tool.name)
+            else:
+                self._tools[tool.name] = tool
+        return refused
+
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
 
@@ -133,53 +170,110 @@ class ToolRegistry:
         return sorted(self._tools)
 
     def missing(self, wanted: list[str]) -> list[str]:
-        """Of ``wanted`` (a persona's list), the names no tool has."""
-        return [name for name in wanted if name not in self._tools]
+        """Of ``wanted`` (a persona's list), the plugin tool names no tool has (an MCP
+        entry names a server, whose tools are there only while it is up)."""
+        return [name for name in wanted if not name.startswith("mcp:") and name not in self._tools]
 
     def for_turn(self, wanted: list[str], *, is_admin: bool) -> list[Tool]:
-        """The tools of ``wanted`` (a persona's list) that exist and this person may use.
+        """The tools of ``wanted`` (a persona's list) that exist now and this person may
+        use: a name, ``mcp:SERVER`` (all of its tools) or ``mcp:SERVER/TOOL``.
 
         Admin-only tools are never offered on a turn of someone who is not an admin.
         """
-        found = [self._tools[name] for name in dict.fromkeys(wanted) if name in self._tools]
-        return [tool for tool in found if tool.permission == "everyone" or is_admin]
+        found: dict[str, Tool] = {}
+        for entry in wanted:
+            for tool in self._matching(entry):
+                found.setdefault(tool.name, tool)
+        return [tool for tool in found.values() if tool.permission == "everyone" or is_admin]
+
+    def _matching(self, entry: str) -> list[Tool]:
+        if not entry.startswith("mcp:"):
+            tool = self._tools.get(entry)
+            return [tool] if tool is not None else []
+        server, _, name = entry[4:].partition("/")
+        source = f"mcp:{server}"
+        return [
+            tool
+            for tool in self._tools.values()
+            if tool.plugin == source and (not name or tool.remote_name == name)
+        ]
 
 
-async def run_tool(tool: Tool, ctx: object, arguments: Mapping[str, Any], timeout_s: float) -> str:
-    """Run one call; every failure becomes the result the model reads, never an exception."""
-    try:
-        parsed = tool.arguments.model_validate(dict(arguments))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
-        )
-        return f"error: invalid arguments for {tool.name}: {problems}"
-    values = {name: getattr(parsed, name) for name in type(parsed).model_fields}
+Outcome = Literal["ok", "invalid", "timeout", "error"]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """One call's result as the model reads it, how it went, and how long it took."""
+
+    text: str
+    outcome: Outcome
+    seconds: float
+
+
+async def run_tool(
+    tool: Tool, ctx: object, arguments: Mapping[str, Any], timeout_s: float
+) -> ToolResult:
+    """Run one call; every failure becomes the result the model reads, never an
+    exception. One log line per call, with its duration (and its arguments unless the
+    tool is marked sensitive)."""
+    started = time.monotonic()
+    text, outcome = await _call(tool, ctx, arguments, tool.timeout_s or timeout_s)
+    seconds = time.monotonic() - started
+    log.info(
+        "tool %s (%s) %s in %.0f ms%s",
+        tool.name,
+        tool.plugin,
+        outcome,
+        seconds * 1000,
+        "" if tool.sensitive else f" with {dict(arguments)!r}"[:300],
+    )
+    return ToolResult(text, outcome, seconds)
+
+
+async def _call(
+    tool: Tool, ctx: object, arguments: Mapping[str, Any], timeout_s: float
+) -> tuple[str, Outcome]:
+    values: dict[str, Any] = dict(arguments)
+    if tool.arguments is not None:
+        try:
+            parsed = tool.arguments.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            return f"error: invalid arguments for {tool.name}: {problems}", "invalid"
+        values = {name: getattr(parsed, name) for name in type(parsed).model_fields}
     try:
         async with asyncio.timeout(timeout_s):
             result = await tool.handler(ctx, **values)
     except TimeoutError:
-        log.warning("tool %s (plugin %s) ran past %g s", tool.name, tool.plugin, timeout_s)
-        return f"error: {tool.name} took longer than {timeout_s:g} s and was stopped"
+        log.warning("tool %s (%s) ran past %g s", tool.name, tool.plugin, timeout_s)
+        return f"error: {tool.name} took longer than {timeout_s:g} s and was stopped", "timeout"
+    except ToolFailed as exc:
+        return f"error: {tool.name} failed: {exc}", "error"
     except Exception as exc:
-        log.exception("tool %s (plugin %s) failed", tool.name, tool.plugin)
-        return f"error: {tool.name} failed: {exc}"
+        log.exception("tool %s (%s) failed", tool.name, tool.plugin)
+        return f"error: {tool.name} failed: {exc}", "error"
     if isinstance(result, str):
-        return result
+        return result, "ok"
     try:
-        return json.dumps(result, ensure_ascii=False, default=str)
+        return json.dumps(result, ensure_ascii=False, default=str), "ok"
     except (TypeError, ValueError):
-        return str(result)
+        return str(result), "ok"
 
 
 @dataclass(frozen=True)
 class TurnTools:
     """The tools one reply may call, bound to the message being answered: ``context``
-    makes the context a tool of a given plugin runs with."""
+    makes the context a tool of a given plugin runs with; ``observe`` sees each call
+    (the metrics)."""
 
     tools: list[Tool]
     context: Callable[[str], object]
     timeout_s: float
+    observe: Callable[[Tool, ToolResult], None] | None = None
 
     @property
     def specs(self) -> list[ToolSpec]:
@@ -191,7 +285,10 @@ class TurnTools:
         if tool is None:
             offered = ", ".join(t.name for t in self.tools) or "none"
             return f"error: there is no tool {name!r} here; the tools are: {offered}"
-        return await run_tool(tool, self.context(tool.plugin), arguments, self.timeout_s)
+        result = await run_tool(tool, self.context(tool.plugin), arguments, self.timeout_s)
+        if self.observe is not None:
+            self.observe(tool, result)
+        return result.text
 
 
 def describe_call(name: str, arguments: Mapping[str, Any], width: int = 48) -> str:
