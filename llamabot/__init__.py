@@ -24,12 +24,14 @@ from llamabot.services import (
     CommandInfo,
     ConversationHistory,
     ModelAccess,
+    PersonMemory,
     PluginScheduler,
 )
 from llamabot.streaming import ReplyStream, split_message
 
 if TYPE_CHECKING:
     from llamabot.app import Bot
+    from llamabot.memory.store import Fact
     from llamabot.scheduler import ScheduledJob
     from llamabot.storage.history import FoundMessage, Turn
     from llamabot.storage.stats import Usage
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 # `--help` should not pay for them, so they are imported on first use.
 _LAZY = {
     "Bot": "llamabot.app",
+    "Fact": "llamabot.memory.store",
     "FoundMessage": "llamabot.storage.history",
     "ScheduledJob": "llamabot.scheduler",
     "Turn": "llamabot.storage.history",
@@ -70,6 +73,7 @@ __all__ = [
     "ConfigError",
     "ConversationHistory",
     "DeliveryError",
+    "Fact",
     "FoundMessage",
     "GenerationOptions",
     "Inbound",
@@ -77,6 +81,7 @@ __all__ = [
     "ModelAccess",
     "ModelError",
     "ModelInfo",
+    "PersonMemory",
     "Persona",
     "PlatformLimits",
     "Plugin",

@@ -24,6 +24,7 @@ from llamabot.errors import StartupError
 from llamabot.events import Inbound
 from llamabot.llm.base import ChatModel
 from llamabot.loop_lag import LoopWatchdog
+from llamabot.memory import Memory, MemoryStore
 from llamabot.metrics import Metrics
 from llamabot.plugin_host import PluginHost
 from llamabot.reload import ConfigWatcher
@@ -78,6 +79,7 @@ class Bot:
         self._contexts: PluginContexts | None = None
         self.scheduler: Scheduler | None = None
         self.mcp: McpServers | None = None  # when [mcp.servers] has any enabled
+        self.memory: Memory | None = None
         self.stopped = asyncio.Event()
         self.metrics = Metrics(config.metrics.listen)
 
@@ -256,6 +258,7 @@ class Bot:
         self._store = HistoryStore(engine)
         self._stack.push_async_callback(self._store.aclose)
         self._inbox = Inbox(self._store)
+        self._memory_store = MemoryStore(engine)
         self._state = StateStore(engine)
         self._stack.push_async_callback(self._settle_inbox)
 
@@ -278,6 +281,9 @@ class Bot:
         await self._start_mcp_servers()
         # One limiter: replies and plugins' one-off completions share the model's slots.
         limiter = asyncio.Semaphore(config.llm.max_concurrency)
+        self.memory = Memory(self._memory_store, self._model, lambda: self._config)
+        self.memory.start()
+        self._stack.push_async_callback(self.memory.stop)
         contexts = self._contexts = PluginContexts(
             config=lambda: self._config,
             apply_config=self.apply_config,
@@ -287,9 +293,9 @@ class Bot:
             limiter=limiter,
             plugins=self._plugins,
             adapters=lambda: self._adapters,
+            memory=self.memory,
         )
         await self._start_scheduler(url, contexts)
-
         conversation = Conversation(
             config=lambda: self._config,
             model=self._model,
@@ -297,6 +303,7 @@ class Bot:
             limiter=limiter,
             metrics=self.metrics,
             tools=contexts.tools_for,
+            memory=self.memory,
         )
         self._router = Router(
             config=lambda: self._config,

@@ -149,6 +149,31 @@ class HistorySection(Section):
     store_images: bool = False
 
 
+def _duration(value: str) -> str:
+    from llamabot.durations import is_duration
+
+    if not is_duration(value):
+        raise ValueError(f"{value!r} is not a duration like 30m, 1h or 2h30m")
+    return value
+
+
+class PersonaMemory(Section):
+    """``[personas.NAME.memory]``: what the bot keeps beyond the window, for this persona."""
+
+    # Rolling summaries of the turns that leave the window, placed after the persona
+    # prompt; unset: on when the model's context is under 16k tokens.
+    summaries: bool | None = None
+    summary_model: str | None = None  # the model that writes them (default: the persona's)
+    # Short facts about each person ("is called Sam"), kept per person and persona:
+    # added by the model's `remember` tool, or taken from a conversation idle for
+    # `idle_after`. Shown with `/memory`, erased with `/memory forget`.
+    facts: bool = False
+    idle_after: Annotated[str, AfterValidator(_duration)] = "1h"
+    max_facts: int = Field(default=50, ge=1, le=1000)
+    # Facts learned in a DM are used in groups too (off: they stay in DMs).
+    share_dm_memory: bool = False
+
+
 class Persona(Section):
     prompt: str
     model: str = "llama3.2"
@@ -169,6 +194,7 @@ class Persona(Section):
     # backend it is applied to the one loaded base model for this persona's replies.
     adapter: str | None = None
     adapter_scale: float = Field(default=1.0, ge=0)
+    memory: PersonaMemory = Field(default_factory=PersonaMemory)
 
     def options(self) -> GenerationOptions:
         """The persona's sampling options for the model backend."""
@@ -242,6 +268,8 @@ class Binding(Section):
     # Only the keys given here replace the top-level [limits] / [access] ones.
     limits: LimitsSection | None = None
     access: AccessSection | None = None
+    # false: no summaries and no facts about people in this chat, whatever the persona.
+    memory: bool = True
 
 
 class DiscordSection(Section):
@@ -326,6 +354,16 @@ def _mcp_name(name: str) -> str:
             "it prefixes the names of its tools"
         )
     return name
+
+
+class MemorySection(Section):
+    """``[memory]``: the ``recall`` tool's search by meaning (per persona: its own
+    ``[personas.NAME.memory]``)."""
+
+    # An Ollama embedding model (e.g. "nomic-embed-text"): messages are embedded in the
+    # background and `recall` finds them by meaning; "" finds them by words only.
+    embed_model: str = ""
+    embed_host: str = ""  # the Ollama server that embeds (default: [llm.ollama] host)
 
 
 class McpServer(Section):
@@ -418,6 +456,7 @@ class Resolved:
     respond: Literal["always", "mention"]
     limits: LimitsSection = field(default_factory=LimitsSection)
     access: AccessSection = field(default_factory=AccessSection)
+    memory: bool = True  # the binding allows memory (the persona says which kinds)
 
 
 def _overlay(base: Section, override: Section | None) -> Any:
@@ -444,6 +483,7 @@ class Config(Section):
     access: AccessSection = Field(default_factory=AccessSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     mcp: McpSection = Field(default_factory=McpSection)
+    memory: MemorySection = Field(default_factory=MemorySection)
 
     @model_validator(mode="after")
     def _mcp_servers_exist(self) -> Config:
@@ -488,6 +528,7 @@ class Config(Section):
             binding.respond,
             _overlay(self.limits, binding.limits),
             _overlay(self.access, binding.access),
+            binding.memory,
         )
 
     def _binding_for(self, channel: ChannelRef) -> Binding | None:

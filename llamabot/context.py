@@ -23,6 +23,7 @@ from llamabot.services import (
     CommandCatalog,
     ConversationHistory,
     ModelAccess,
+    PersonMemory,
     PluginScheduler,
 )
 from llamabot.streaming import send_text
@@ -30,11 +31,16 @@ from llamabot.tools import TurnTools
 
 if TYPE_CHECKING:
     from llamabot.adapters.base import Adapter
+    from llamabot.memory import Memory
+    from llamabot.memory.store import MemoryStore
     from llamabot.plugin_host import PluginHost
     from llamabot.scheduler import Scheduler
     from llamabot.storage.history import HistoryStore
 
 log = logging.getLogger(__name__)
+
+# The bundled tool (plugins/memory.py) offered to every persona that keeps facts.
+REMEMBER_TOOL = "remember"
 
 
 class JobContext(Generic[C]):
@@ -66,7 +72,9 @@ class JobContext(Generic[C]):
 
     def history_of(self, channel: ChannelRef) -> ConversationHistory:
         """The stored history of the conversation at ``channel``."""
-        return ConversationHistory(self._parts.store, channel, self._parts.config)
+        return ConversationHistory(
+            self._parts.store, channel, self._parts.config, self._parts.memory_store
+        )
 
     async def send(
         self, channel: ChannelRef, text: str, *, reply_to: str | None = None
@@ -110,7 +118,10 @@ class CommandContext(JobContext[C]):
         self.message = message
         self.persona = persona
         self.is_admin = self.bot_config.is_admin(message.channel.platform, message.author.id)
-        self.history = ConversationHistory(parts.store, message.channel, parts.config)
+        self.history = ConversationHistory(
+            parts.store, message.channel, parts.config, parts.memory_store
+        )
+        self.memory = PersonMemory(parts.memory, parts.store, message, persona)
         self.admin = ConfigEditor(parts.config_path, parts.apply_config, allowed=self.is_admin)
 
     @property
@@ -158,6 +169,7 @@ class PluginContexts:
         limiter: asyncio.Semaphore,
         plugins: PluginHost,
         adapters: Callable[[], Sequence[Adapter]],
+        memory: Memory | None = None,
     ) -> None:
         self.config = config
         self.apply_config = apply_config
@@ -167,7 +179,12 @@ class PluginContexts:
         self.limiter = limiter
         self.plugins = plugins
         self.adapters = adapters
+        self.memory = memory
         self.scheduler: Scheduler | None = None  # set once the scheduler started
+
+    @property
+    def memory_store(self) -> MemoryStore | None:
+        return self.memory.store if self.memory is not None else None
 
     def for_job(self, plugin: str) -> JobContext[Any]:
         """The context of a job, task or lifespan hook of ``plugin``."""
@@ -184,7 +201,10 @@ class PluginContexts:
         ones on the turn of someone who is not an admin."""
         config = self.config()
         is_admin = config.is_admin(inbound.channel.platform, inbound.author.id)
-        tools = self.plugins.tools.for_turn(resolved.persona.tools, is_admin=is_admin)
+        wanted = resolved.persona.tools
+        if resolved.memory and resolved.persona.memory.facts and REMEMBER_TOOL not in wanted:
+            wanted = [*wanted, REMEMBER_TOOL]  # facts are kept: the model may note them
+        tools = self.plugins.tools.for_turn(wanted, is_admin=is_admin)
         return TurnTools(
             tools,
             lambda plugin: self.for_message(inbound, adapter, resolved, plugin),

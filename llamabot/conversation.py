@@ -16,6 +16,7 @@ from llamabot.events import ImageRef, Inbound
 from llamabot.images import ImageRejected, PreparedImage, prepare
 from llamabot.llm.base import ChatMessage, ChatModel, ToolCall
 from llamabot.llm.errors import ModelError, ReplyCut
+from llamabot.memory import NOTHING, Memory, WindowMemory
 from llamabot.metrics import Metrics
 from llamabot.storage.history import HistoryStore, NewMessage, Turn
 from llamabot.streaming import RESTART_NOTICE, STOPPED_NOTICE, ReplyStream, send_text
@@ -84,6 +85,7 @@ class Conversation:
         limiter: asyncio.Semaphore,
         metrics: Metrics | None = None,
         tools: ToolsFor | None = None,
+        memory: Memory | None = None,
     ) -> None:
         self._config = config
         self._model = model
@@ -91,6 +93,7 @@ class Conversation:
         self._limiter = limiter
         self._metrics = metrics or Metrics("")
         self._tools = tools
+        self._memory = memory
 
     async def respond(self, inbound: Inbound, adapter: Adapter, resolved: Resolved) -> str | None:
         """Stream an answer to ``inbound`` into its channel; returns the stored reply text."""
@@ -108,6 +111,7 @@ class Conversation:
                 return None
         try:
             conversation_id = await self._store.conversation_id(channel)
+            remembered = await self._remembered(conversation_id, resolved, inbound)
             turns = await self._store.append_and_window(
                 conversation_id,
                 NewMessage(
@@ -121,7 +125,7 @@ class Conversation:
                     images=_image_refs(inbound, pictures),
                 ),
                 config.history.max_messages,
-                budget,
+                max(budget - remembered.tokens, 1),
             )
         except Exception:
             # Answering without storing would fork what the person saw from the history.
@@ -138,7 +142,7 @@ class Conversation:
         tools = await self._tools_for(inbound, adapter, resolved)
         seen = await self._seen_pictures(turns, pictures, adapter, resolved, config)
         messages = build_window(
-            persona.prompt,
+            persona.prompt + remembered.text,
             turns,
             private=channel.is_private,
             tools=tools is not None,
@@ -161,7 +165,7 @@ class Conversation:
                 )
                 calls: list[ToolCall] = []
                 start = len(said)
-                async with self._limiter:
+                async with self._limiter, self._writing():
                     asked = asked or time.monotonic()
                     # Without tools, the call a ChatModel written before tools knows.
                     stream = (
@@ -217,6 +221,13 @@ class Conversation:
         tokens = await self._store_reply(
             conversation_id, resolved, answer, status, first_id, elapsed_ms, tool_turns
         )
+        if self._memory is not None and status == "ok":
+            try:
+                # The window, then the reply's own rows (tool calls, results, answer).
+                shown = len(turns) + len(tool_turns) + 1
+                await self._memory.after_reply(conversation_id, resolved, inbound, shown)
+            except Exception:  # memory is a help, never a reason for a reply to fail
+                log.exception("memory: could not queue the work after a reply")
         if self._metrics.enabled and asked is not None:
             self._metrics.replied(
                 channel.platform,
@@ -313,12 +324,30 @@ class Conversation:
         except Exception:  # the reply matters more than keeping the picture
             log.exception("could not keep a picture ([history] store_images)")
 
+    async def _remembered(
+        self, conversation_id: int, resolved: Resolved, inbound: Inbound
+    ) -> WindowMemory:
+        """What memory adds after the persona prompt; nothing if it cannot be read."""
+        if self._memory is None:
+            return NOTHING
+        try:
+            return await self._memory.for_window(conversation_id, resolved, inbound)
+        except Exception:
+            log.exception("memory: could not read the summary and facts; answering without")
+            return NOTHING
+
+    def _writing(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Around a model call for a reply: memory's background work waits."""
+        if self._memory is None:
+            return contextlib.nullcontext()
+        return self._memory.replying()
+
     async def _tools_for(
         self, inbound: Inbound, adapter: Adapter, resolved: Resolved
     ) -> TurnTools | None:
         """The tools this reply may offer the model: none when the persona lists none,
         none of them exists for this person, or the model cannot call tools."""
-        if self._tools is None or not resolved.persona.tools:
+        if self._tools is None or not (resolved.persona.tools or Memory.facts_on(resolved)):
             return None
         tools = self._tools(inbound, adapter, resolved)
         if not tools.tools:

@@ -23,6 +23,8 @@ from llamabot.plugins import Command, Where
 
 if TYPE_CHECKING:
     from llamabot.adapters.base import Adapter
+    from llamabot.memory import Memory
+    from llamabot.memory.store import Fact, MemoryStore
     from llamabot.plugin_host import PluginHost
     from llamabot.scheduler import ScheduledJob, Scheduler
     from llamabot.storage.history import FoundMessage, HistoryStore, Turn
@@ -31,12 +33,94 @@ if TYPE_CHECKING:
 Task = Callable[..., Awaitable[None]]
 
 
-class ConversationHistory:
-    """One conversation's stored messages, as a plugin may read and clear them."""
+class PersonMemory:
+    """What the bot keeps about the person a command or tool is for, and this
+    conversation's summary (``[personas.NAME.memory]``)."""
 
-    def __init__(self, store: HistoryStore, channel: ChannelRef, config: Callable[[], Config]):
+    def __init__(
+        self,
+        memory: Memory | None,
+        history: HistoryStore,
+        message: Inbound,
+        persona: Resolved,
+    ) -> None:
+        self._memory = memory
+        self._history = history
+        self._message = message
+        self._persona = persona
+        self.person = message.author.qualified_id(message.channel.platform)
+
+    @property
+    def keeps_facts(self) -> bool:
+        """Whether the persona here keeps facts about people."""
+        from llamabot.memory import Memory
+
+        return self._memory is not None and Memory.facts_on(self._persona)
+
+    async def facts(self) -> list[Fact]:
+        """Every fact kept about this person (any persona), oldest first: ``/memory``
+        numbers them in this order."""
+        if self._memory is None:
+            return []
+        return await self._memory.store.facts(self.person)
+
+    async def remember(self, text: str) -> bool:
+        """Keep a fact about this person for this persona; False when it was known or
+        the persona keeps no facts here."""
+        if self._memory is None or not self.keeps_facts or not text.strip():
+            return False
+        return await self._memory.remember(
+            self.person, self._persona, text, private=self._message.channel.is_private
+        )
+
+    async def forget(self, facts: list[Fact] | None = None) -> int:
+        """Delete some of this person's facts (all when ``facts`` is None); nothing of
+        them stays in the database file."""
+        if self._memory is None:
+            return 0
+        ids = [fact.id for fact in facts] if facts is not None else []
+        if facts is not None and not ids:
+            return 0
+        removed = await self._memory.store.forget_facts(self.person, ids)
+        if removed:
+            await self._history.reclaim_space()
+        return removed
+
+    async def recall(self, query: str, limit: int = 5) -> list[FoundMessage]:
+        """This conversation's earlier messages about ``query``: by meaning with
+        ``[memory] embed_model``, else by its words."""
+        conversation = await self._history.conversation_id(self._message.channel)
+        if self._memory is not None:
+            found = await self._memory.recall(conversation, query, limit)
+            if found is not None:
+                return found
+        return await self._history.search(conversation, query, limit)
+
+    async def summary(self) -> str:
+        """This conversation's rolling summary ("" when there is none)."""
+        if self._memory is None:
+            return ""
+        conversation = await self._history.conversation_id(self._message.channel)
+        return (await self._memory.store.summary(conversation)).text
+
+
+class ConversationHistory:
+    """One conversation's stored messages, as a plugin may read and clear them.
+
+    Clearing and forgetting take what memory derived from the messages (the summary,
+    the facts) with them.
+    """
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        channel: ChannelRef,
+        config: Callable[[], Config],
+        memory: MemoryStore | None = None,
+    ):
         self._store = store
         self._config = config
+        self._memory = memory
         self.channel = channel
 
     async def window(self) -> list[Turn]:
@@ -46,12 +130,24 @@ class ConversationHistory:
         return await self._store.window(conversation, history.max_messages, history.max_tokens)
 
     async def clear(self) -> int:
-        """Forget this conversation's history; returns how many messages went."""
-        return await self._store.clear(await self._store.conversation_id(self.channel))
+        """Forget this conversation's history (and its summary); returns how many
+        messages went."""
+        conversation = await self._store.conversation_id(self.channel)
+        if self._memory is not None:
+            await self._memory.forget_conversation(conversation)
+        return await self._store.clear(conversation)
 
     async def forget_person(self, author_id: str) -> int:
-        """Delete what ``author_id`` (``platform:user_id``) said, in every conversation."""
-        return await self._store.forget_author(author_id)
+        """Delete what ``author_id`` (``platform:user_id``) said, in every conversation,
+        the facts kept about them and the summaries of the conversations they were in;
+        returns how many messages went. Nothing of it stays in the database file."""
+        remembered = (0, 0)
+        if self._memory is not None:  # first: their messages say where they spoke
+            remembered = await self._memory.forget_person(author_id)
+        removed = await self._store.forget_author(author_id)
+        if any(remembered) and not removed:
+            await self._store.reclaim_space()  # forget_author does it when it deletes
+        return removed
 
     async def search(self, query: str, limit: int = 5) -> list[FoundMessage]:
         """Complete messages of this conversation containing words of ``query``, best

@@ -9,7 +9,8 @@ plugin = Plugin("forgetme", description="Deletes everything you said, everywhere
 
 @plugin.command("forgetme")
 async def forget_me(ctx: CommandContext[None]) -> None:
-    """Delete everything you said to the bot, in every conversation."""
+    """Delete everything you said to the bot, in every conversation, and what it remembers
+    about you."""
     removed = await ctx.history.forget_person(ctx.author_id)
     noun = "message" if removed == 1 else "messages"
     cancelled = await ctx.scheduler.forget_person(ctx.author_id)

@@ -107,6 +107,52 @@ class StoredImage(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class Summary(Base):
+    """A conversation's rolling summary of the turns that left the window (through
+    message ``covers_through``), and how far facts about people were taken from it."""
+
+    __tablename__ = "summaries"
+
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    text: Mapped[str] = mapped_column(Text, default="")
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+    covers_through: Mapped[int] = mapped_column(Integer, default=0)
+    facts_through: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column()
+
+
+class PersonFact(Base):
+    """One short fact the bot keeps about a person, for one persona; ``private`` when it
+    was learned in a DM (kept out of groups unless ``share_dm_memory``)."""
+
+    __tablename__ = "person_facts"
+    __table_args__ = (Index("ix_person_facts_person_persona", "person", "persona"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person: Mapped[str] = mapped_column(String(64))  # platform:user_id
+    persona: Mapped[str] = mapped_column(String(128))
+    text: Mapped[str] = mapped_column(Text)
+    private: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(16))  # tool | idle
+    created_at: Mapped[datetime] = mapped_column()
+
+
+class MessageEmbedding(Base):
+    """A message's embedding (float32s) by ``[memory] embed_model``, for ``recall``;
+    deleted with its message."""
+
+    __tablename__ = "message_embeddings"
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    conversation_id: Mapped[int] = mapped_column(Integer, index=True)
+    model: Mapped[str] = mapped_column(String(255))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class StateEntry(Base):
     """A small value the bot keeps across restarts (e.g. the hash of the slash commands
     registered with Discord, so they are synced only when they changed)."""

@@ -86,6 +86,11 @@ class FakeOllama:
     - ``script``: answers for the next chat requests, one each, before ``reply`` again:
       text, or a list of tool calls ``{"name": ..., "arguments": {...}}`` streamed as
       Ollama streams them (a chunk whose message carries ``tool_calls``).
+    - ``route(body)``: answers a chat request by what it asks (a summary, say) before
+      the script is consulted: text to stream, an HTTP status to fail with, or None to
+      leave the request to the script and ``reply``.
+    - ``hold(body)``: a chat request it is true for waits, before answering, until
+      :meth:`release` (``held`` counts them).
     """
 
     def __init__(
@@ -111,9 +116,13 @@ class FakeOllama:
         self.error_message = "an error was encountered while running the model: unexpected EOF"
         self.close_after: int | None = None
         self.script: list[str | list[dict[str, Any]]] = []
+        self.route: Callable[[dict[str, Any]], str | int | None] | None = None
+        self.hold: Callable[[dict[str, Any]], bool] | None = None
+        self.held = 0
         self.images: list[bytes] = []  # every picture /api/chat received, decoded
         self.blobs: dict[str, bytes] = {}  # "sha256:…" -> the bytes uploaded
         self.create_requests: list[dict[str, Any]] = []
+        self.embed_requests: list[dict[str, Any]] = []
 
         self.requests: list[str] = []
         self.chat_requests: list[dict[str, Any]] = []
@@ -155,6 +164,7 @@ class FakeOllama:
         app.router.add_post("/api/show", self._show)
         app.router.add_get("/api/ps", self._ps)
         app.router.add_post("/api/chat", self._chat)
+        app.router.add_post("/api/embed", self._embed)
         app.router.add_head("/api/blobs/{digest}", self._has_blob)
         app.router.add_post("/api/blobs/{digest}", self._put_blob)
         app.router.add_post("/api/create", self._create)
@@ -330,6 +340,24 @@ class FakeOllama:
             )
         return web.json_response({"models": running})
 
+    async def _embed(self, request: web.Request) -> web.StreamResponse:
+        """``/api/embed``: a deterministic vector per text, by its words' meanings
+        (``MEANINGS`` folds words of one meaning together), so tests can find a message
+        by meaning without sharing a word with it."""
+        body = await request.json()
+        self.embed_requests.append(body)
+        await self._enter(request)
+        name = body.get("model") or ""
+        if full_name(name) not in self.models:
+            return web.json_response(
+                {"error": f'model "{name}" not found, try pulling it first'}, status=404
+            )
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else list(texts or [])
+        return web.json_response(
+            {"model": name, "embeddings": [_meaning_vector(text) for text in texts]}
+        )
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         task = asyncio.current_task()
         assert task is not None
@@ -365,8 +393,18 @@ class FakeOllama:
                 status=400,
             )
         self.loaded[model.name] = 300.0
+        if self.hold is not None and self.hold(body):
+            release = self._release
+            self.held += 1
+            await self._notify()
+            await release.wait()
+        routed = self.route(body) if self.route is not None else None
+        if isinstance(routed, int):
+            return web.json_response({"error": f"routed to fail with {routed}"}, status=routed)
         started = time.perf_counter_ns()
-        answer = self.script.pop(0) if self.script else None
+        answer: str | list[dict[str, Any]] | None = routed
+        if answer is None:
+            answer = self.script.pop(0) if self.script else None
         if isinstance(answer, list):
             return await self._stream_calls(request, name, answer, started)
         reply = answer if answer is not None else self.reply
@@ -509,6 +547,31 @@ class FakeOllama:
             "eval_count": eval_count,
             "eval_duration": total - total // 10,
         }
+
+
+# Words of one meaning, for the fake embedding model.
+MEANINGS = {
+    "dog": "animal",
+    "dogs": "animal",
+    "puppy": "animal",
+    "cat": "animal",
+    "pet": "animal",
+    "pets": "animal",
+    "tea": "drink",
+    "coffee": "drink",
+    "drink": "drink",
+    "drinks": "drink",
+}
+EMBED_DIMENSIONS = 64
+
+
+def _meaning_vector(text: str) -> list[float]:
+    vector = [0.0] * EMBED_DIMENSIONS
+    for word in re.findall(r"[a-z]+", text.lower()):
+        meaning = MEANINGS.get(word, word)
+        digest = hashlib.sha256(meaning.encode()).digest()
+        vector[digest[0] % EMBED_DIMENSIONS] += 1.0
+    return vector
 
 
 def _line(obj: dict[str, Any]) -> bytes:
