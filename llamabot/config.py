@@ -356,6 +356,61 @@ def _mcp_name(name: str) -> str:
     return name
 
 
+class WebUser(Section):
+    """``[web.users.NAME]``: a login for the admin page (``llamabot web passwd NAME``)."""
+
+    password_hash: str  # argon2, as `llamabot web passwd` writes it
+    # "viewer": sees the pages, changes nothing (and no transcripts unless allowed).
+    role: Literal["admin", "viewer"] = "admin"
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class WebSection(Section):
+    """``[web]``: the admin page in the browser."""
+
+    # host:port it listens on ("" serves no page). Off this machine only with TLS, or
+    # behind a reverse proxy that terminates it (trust_proxy).
+    listen: str = "127.0.0.1:8780"
+    tls_cert: str = ""  # PEM files, relative to bot.toml
+    tls_key: str = ""
+    trust_proxy: bool = False  # a proxy sets X-Forwarded-Proto / -For / -Host
+    session_hours: float = Field(default=12.0, gt=0)
+    viewers_see_transcripts: bool = False
+    users: dict[str, WebUser] = Field(default_factory=dict)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    @model_validator(mode="after")
+    def _safe_to_expose(self) -> WebSection:
+        if not self.listen:
+            return self
+        host, _, port = self.listen.rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"listen = {self.listen!r} is not host:port, e.g. 127.0.0.1:8780")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("give both tls_cert and tls_key (PEM files), or neither")
+        if not _is_loopback(host) and not self.tls_cert and not self.trust_proxy:
+            raise ValueError(
+                f"listen = {self.listen!r} reaches other machines: set tls_cert and tls_key, "
+                "or trust_proxy = true behind a reverse proxy that terminates TLS, or listen "
+                'on "127.0.0.1:8780"'
+            )
+        return self
+
+
 class MemorySection(Section):
     """``[memory]``: the ``recall`` tool's search by meaning (per persona: its own
     ``[personas.NAME.memory]``)."""
@@ -484,6 +539,7 @@ class Config(Section):
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     mcp: McpSection = Field(default_factory=McpSection)
     memory: MemorySection = Field(default_factory=MemorySection)
+    web: WebSection = Field(default_factory=WebSection)
 
     @model_validator(mode="after")
     def _mcp_servers_exist(self) -> Config:

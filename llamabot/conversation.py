@@ -223,9 +223,8 @@ class Conversation:
         )
         if self._memory is not None and status == "ok":
             try:
-                # The window, then the reply's own rows (tool calls, results, answer).
-                shown = len(turns) + len(tool_turns) + 1
-                await self._memory.after_reply(conversation_id, resolved, inbound, shown)
+                window_start = turns[0].id if turns else 0
+                await self._memory.after_reply(conversation_id, resolved, inbound, window_start)
             except Exception:  # memory is a help, never a reason for a reply to fail
                 log.exception("memory: could not queue the work after a reply")
         if self._metrics.enabled and asked is not None:

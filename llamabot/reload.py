@@ -19,7 +19,7 @@ from llamabot.config import Binding, Config, ConfigError, parse_config
 log = logging.getLogger(__name__)
 
 # What a running bot keeps until restart: connections, the database, the loaded backend.
-RESTART_ONLY = ("discord", "telegram", "storage", "metrics", "mcp")
+RESTART_ONLY = ("discord", "telegram", "storage", "metrics", "mcp", "web")
 RESTART_ONLY_LLM = ("backend", "max_concurrency", "ollama", "embedded", "openai")
 RESTART_ONLY_PLUGINS = ("dirs", "enabled", "disabled")
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import llamabot.memory as memory_module
 from llamabot.app import Bot
 from llamabot.config import Config, parse_config
 from llamabot.memory.prompts import FACTS_INSTRUCTIONS, SUMMARY_INSTRUCTIONS
@@ -27,6 +28,13 @@ def asks(request: dict[str, Any], instructions: str) -> bool:
 
 def system(request: dict[str, Any]) -> str:
     return str(request["messages"][0]["content"])
+
+
+@pytest.fixture(autouse=True)
+def fold_every_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bot folds dropped turns once they add up to FOLD_MIN_TOKENS; these tests'
+    # turns are a few words, so here every dropped turn is folded at once.
+    monkeypatch.setattr(memory_module, "FOLD_MIN_TOKENS", 0)
 
 
 @pytest.fixture
@@ -138,6 +146,25 @@ async def test_a_summary_replaces_dropped_turns_and_survives_a_restart(
     async with bot(config, fresh, tmp_path):
         await fresh.say("and what is my name?")
     assert SUMMARY in system(replies(fake)[-1])
+
+
+async def test_a_few_short_dropped_turns_wait_for_more_before_a_summary(
+    fake: FakeOllama, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory_module, "FOLD_MIN_TOKENS", 300)
+    adapter = FakePlatform()
+    async with bot(config_for(fake.url, tmp_path), adapter, tmp_path) as b:
+        for text in ("one", "two", "three", "four"):
+            await adapter.say(text)
+        await settled(b)
+        assert not [r for r in fake.chat_requests if asks(r, SUMMARY_INSTRUCTIONS)]
+        await adapter.say("five " * 400)  # enough text to fold, once it leaves the window
+        for text in ("six", "seven"):
+            await adapter.say(text)
+        await settled(b)
+    [summarised] = [r for r in fake.chat_requests if asks(r, SUMMARY_INSTRUCTIONS)]
+    assert "Alice: one" in summarised["messages"][1]["content"]
+    assert "five five" in summarised["messages"][1]["content"]
 
 
 async def test_a_reply_is_not_delayed_while_a_summary_is_made(

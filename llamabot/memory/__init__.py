@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 
 # Summaries are on by default for models whose context is under this many tokens.
 SMALL_CONTEXT = 16_000
-# One summary call folds at most this many tokens of old turns into the summary.
+# Turns that left the window are folded into the summary once they add up to this many
+# tokens (fewer model calls: one per few turns, not one per turn), and at most
+# FOLD_TOKENS in one call.
+FOLD_MIN_TOKENS = 300
 FOLD_TOKENS = 1_500
 SUMMARY_OPTIONS = GenerationOptions(temperature=0.2, num_predict=320)
 FACTS_OPTIONS = GenerationOptions(temperature=0.0, num_predict=200)
@@ -82,7 +85,7 @@ class Memory:
         self._running: tuple[Job, asyncio.Task[None]] | None = None
         self._current: Job | None = None  # taken from the queue, waiting or running
         self._timers: dict[int, asyncio.TimerHandle] = {}
-        self._windows: dict[int, int] = {}  # conversation -> turns in its last window
+        self._windows: dict[int, int] = {}  # conversation -> its window's oldest message
         self._worker: asyncio.Task[None] | None = None
         self.jobs_done = 0  # background jobs finished (for tests and the benchmark)
         self._done = asyncio.Condition()
@@ -163,12 +166,13 @@ class Memory:
                     self._quiet.notify_all()
 
     async def after_reply(
-        self, conversation_id: int, resolved: Resolved, inbound: Inbound, window_turns: int
+        self, conversation_id: int, resolved: Resolved, inbound: Inbound, window_start: int
     ) -> None:
-        """Queue the background work a stored reply calls for. ``window_turns``: the
-        stored turns the model saw, and the reply's own (older ones left the window)."""
+        """Queue the background work a stored reply calls for. ``window_start``: the id
+        of the oldest message the reply's window held (older ones left it)."""
         if await self.summaries_on(resolved):
-            self._windows[conversation_id] = window_turns
+            known = self._windows.get(conversation_id, 0)
+            self._windows[conversation_id] = max(known, window_start)
             self._enqueue(Job("summary", conversation_id, resolved.name))
         if resolved.memory and self._config().memory.embed_model:
             self._enqueue(Job("embed", conversation_id, resolved.name))
@@ -270,19 +274,19 @@ class Memory:
 
     async def _summarize(self, job: Job, persona: Persona) -> None:
         conversation_id = job.conversation_id
-        window_turns = self._windows.get(conversation_id, 0)
-        if window_turns < 1:
-            return
+        window_start = self._windows.get(conversation_id, 0)
         saved = await self.store.summary(conversation_id)
-        turns = await self.store.turns_before_window(
-            conversation_id, window_turns, saved.covers_through, limit=500
+        if window_start <= saved.covers_through + 1:
+            return  # nothing left the window that the summary lacks
+        turns = await self.store.turns_before(
+            conversation_id, window_start, saved.covers_through, limit=500
         )
-        if not turns:
-            return
+        counts = [self._model.count_tokens(turn.content) for turn in turns]
+        if not turns or (sum(counts) < FOLD_MIN_TOKENS and len(turns) < 500):
+            return  # a few more first
         chunk: list[OldTurn] = []
         used = 0
-        for turn in turns:
-            tokens = self._model.count_tokens(turn.content)
+        for turn, tokens in zip(turns, counts, strict=True):
             if chunk and used + tokens > FOLD_TOKENS:
                 break
             chunk.append(turn)

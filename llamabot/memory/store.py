@@ -134,39 +134,20 @@ class MemoryStore:
         self._summaries[conversation_id] = new
         return new
 
-    async def turns_before_window(
-        self, conversation_id: int, window_turns: int, after: int, limit: int
+    async def turns_before(
+        self, conversation_id: int, before: int, after: int, limit: int
     ) -> list[OldTurn]:
-        """The complete turns older than the newest ``window_turns`` (the window) and
-        newer than message ``after``, oldest first, at most ``limit``."""
-        if window_turns < 1:
-            return []
+        """The complete turns between messages ``after`` and ``before`` (a window's
+        oldest), oldest first, at most ``limit``."""
         async with self.engine.connect() as conn:
-            oldest_in_window = (
-                await conn.execute(
-                    select(Message.id)
-                    .where(Message.conversation_id == conversation_id, Message.status == "ok")
-                    .order_by(Message.id.desc())
-                    .offset(window_turns - 1)
-                    .limit(1)
-                )
-            ).scalar()
-            if oldest_in_window is None:
-                return []
             rows = await conn.execute(
-                select(
-                    Message.id,
-                    Message.role,
-                    Message.author_id,
-                    Message.author_name,
-                    Message.content,
-                )
+                select(*_TURN)
                 .where(
                     Message.conversation_id == conversation_id,
                     Message.status == "ok",
                     Message.role.in_(("user", "assistant")),
                     Message.id > after,
-                    Message.id < oldest_in_window,
+                    Message.id < before,
                 )
                 .order_by(Message.id)
                 .limit(limit)

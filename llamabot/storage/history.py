@@ -49,6 +49,7 @@ class Turn:
     tool_name: str | None = None
     tool_call_id: str | None = None
     images: str | None = None
+    id: int = 0  # the message's id (memory folds the turns older than a window's first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,7 @@ _WINDOW_SELECT = (
         Message.tool_name,
         Message.tool_call_id,
         Message.images,
+        Message.id,
     )
     .where(Message.conversation_id == bindparam("cid"), Message.status == "ok")
     .order_by(Message.id.desc())
@@ -213,7 +215,7 @@ def _data_version(conn: Connection) -> int:
         cursor.close()
 
 
-def _row_of(message: NewMessage) -> tuple[Any, ...]:
+def _row_of(message: NewMessage, message_id: int) -> tuple[Any, ...]:
     """A stored message as the window query returns it."""
     return (
         message.role,
@@ -224,6 +226,7 @@ def _row_of(message: NewMessage) -> tuple[Any, ...]:
         message.tool_name,
         message.tool_call_id,
         message.images,
+        message_id,
     )
 
 
@@ -309,7 +312,7 @@ class HistoryStore:
             if self._recent is not None:
                 for stored, message in zip(ids, messages, strict=True):
                     if stored and message.status == "ok":
-                        self._recent.add(conversation_id, _row_of(message))
+                        self._recent.add(conversation_id, _row_of(message, stored))
             return ids
 
         return await self._unit(work)
@@ -327,12 +330,13 @@ class HistoryStore:
             recent = self._recent
             if recent is not None:
                 recent.check(_data_version(conn))
-            if not _insert(conn, conversation_id, message):
+            stored = _insert(conn, conversation_id, message)
+            if not stored:
                 return None
             if recent is None:
                 return _read_window(conn, conversation_id, max_messages, max_tokens)
             if message.status == "ok":
-                recent.add(conversation_id, _row_of(message))
+                recent.add(conversation_id, _row_of(message, stored))
             cached = recent.newest(conversation_id, max_messages)
             if cached is not None:
                 return _fit(cached, max_tokens)

@@ -153,6 +153,19 @@ class MessageEmbedding(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class AuditEntry(Base):
+    """One change made from the admin page or by an admin command: who, when, what, and
+    for bot.toml the diff."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column()
+    who: Mapped[str] = mapped_column(String(255))
+    what: Mapped[str] = mapped_column(Text)
+    diff: Mapped[str] = mapped_column(Text, default="")
+
+
 class StateEntry(Base):
     """A small value the bot keeps across restarts (e.g. the hash of the slash commands
     registered with Discord, so they are synced only when they changed)."""
