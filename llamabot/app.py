@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from llamabot.access import permission_of
 from llamabot.adapters.base import Adapter, CommandSpec
+from llamabot.audit import AuditLog
 from llamabot.config import Config, resolve_storage_url
 from llamabot.context import PluginContexts
 from llamabot.conversation import Conversation
@@ -80,6 +81,7 @@ class Bot:
         self.scheduler: Scheduler | None = None
         self.mcp: McpServers | None = None  # when [mcp.servers] has any enabled
         self.memory: Memory | None = None
+        self.audit: AuditLog | None = None
         self.stopped = asyncio.Event()
         self.metrics = Metrics(config.metrics.listen)
 
@@ -259,6 +261,8 @@ class Bot:
         self._stack.push_async_callback(self._store.aclose)
         self._inbox = Inbox(self._store)
         self._memory_store = MemoryStore(engine)
+        self.audit = AuditLog(engine)
+        self._stack.push_async_callback(self.audit.settle)
         self._state = StateStore(engine)
         self._stack.push_async_callback(self._settle_inbox)
 
@@ -294,6 +298,7 @@ class Bot:
             plugins=self._plugins,
             adapters=lambda: self._adapters,
             memory=self.memory,
+            audit=self.audit,
         )
         await self._start_scheduler(url, contexts)
         conversation = Conversation(

@@ -93,10 +93,100 @@ async def _run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Bot(config, config_path=path, watch_config=True):
-        log.info("llamabot is running; Ctrl-C or SIGTERM stops it")
+    async with Bot(config, config_path=path, watch_config=True) as bot:
+        page = await _admin_page(bot, config)
+        try:
+            log.info("llamabot is running; Ctrl-C or SIGTERM stops it")
+            await stop.wait()
+            log.info("stopping")
+        finally:
+            if page is not None:
+                await page.stop()
+    return 0
+
+
+async def _admin_page(bot: Any, config: Config) -> Any:
+    """Serve the admin page next to the bot (``[web] listen``) and print its login link."""
+    if not config.web.listen:
+        return None
+    from llamabot.web.logs import LogTail
+    from llamabot.web.server import AdminPage, AdminParts
+
+    page = AdminPage(AdminParts.of(bot, LogTail()), config.web)
+    link = await page.start()
+    print(f"admin page: {link}", flush=True)
+    return page
+
+
+async def _web(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    if args.web_command == "passwd":
+        return _passwd(path, args.name, args.role)
+    from llamabot.audit import AuditLog
+    from llamabot.memory.store import MemoryStore
+    from llamabot.storage.engine import create_engine, upgrade
+    from llamabot.storage.history import HistoryStore
+    from llamabot.web.logs import LogTail
+    from llamabot.web.server import AdminPage, AdminParts
+
+    config = load_config(path)
+    if not config.web.listen:
+        return _fail(f'{path}: [web] listen = "" turns the admin page off; set it to serve one')
+    current = [config]
+    engine = create_engine(resolve_storage_url(config.storage.url, path))
+    await upgrade(engine)
+    store = HistoryStore(engine)
+    parts = AdminParts(
+        config_path=path,
+        config=lambda: current[0],
+        apply=lambda new: current.__setitem__(0, new),
+        store=store,
+        memory=MemoryStore(engine),
+        audit=AuditLog(engine),
+        logs=LogTail(),
+    )
+    page = AdminPage(parts, config.web)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        link = await page.start()
+        print(f"admin page (the bot is not running): {link}", flush=True)
         await stop.wait()
-        log.info("stopping")
+    finally:
+        await page.stop()
+        await parts.audit.settle()
+        await store.aclose()
+        await engine.dispose()
+    return 0
+
+
+def _passwd(path: Path, name: str, role: str) -> int:
+    import getpass
+
+    from llamabot.config_editor import rewrite_config
+    from llamabot.web.security import hash_password
+
+    password = getpass.getpass(f"password for {name}: ")
+    if len(password) < 8:
+        return _fail("a password of 8 characters or more, please")
+    if getpass.getpass("again: ") != password:
+        return _fail("the two passwords differ; nothing was changed")
+    hashed = hash_password(password)
+
+    def add(document: Any) -> None:
+        import tomlkit
+
+        web = document.setdefault("web", tomlkit.table())
+        users = web.setdefault("users", tomlkit.table(is_super_table=True))
+        user = tomlkit.table()
+        user.add("password_hash", hashed)
+        user.add("role", role)
+        users[name] = user
+
+    rewrite_config(path, add)
+    print(f"{path}: [web.users.{name}] set ({role}); restart the bot for it to take effect")
     return 0
 
 
@@ -326,6 +416,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "doctor": _doctor,
     "publish": _publish,
     "mcp": _mcp,
+    "web": _web,
 }
 
 
@@ -372,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument(
         "--keep-ids", action="store_true", help="keep user ids instead of pseudonyms"
     )
+    web = add("web", "serve the admin page alone (no platforms), or set a login's password")
+    web.add_argument("web_command", nargs="?", choices=["serve", "passwd"], default="serve")
+    web.add_argument("name", nargs="?", default="admin", help="with passwd: the login's name")
+    web.add_argument("--role", choices=["admin", "viewer"], default="admin")
     mcp = add("mcp", "connect to each [mcp.servers] server once and list its state and tools")
     mcp.add_argument("mcp_command", choices=["list"])
     publisher = add("publish", "make a persona (model, LoRA adapter, prompt) an Ollama model")

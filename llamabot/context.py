@@ -31,6 +31,7 @@ from llamabot.tools import TurnTools
 
 if TYPE_CHECKING:
     from llamabot.adapters.base import Adapter
+    from llamabot.audit import AuditLog
     from llamabot.memory import Memory
     from llamabot.memory.store import MemoryStore
     from llamabot.plugin_host import PluginHost
@@ -122,7 +123,15 @@ class CommandContext(JobContext[C]):
             parts.store, message.channel, parts.config, parts.memory_store
         )
         self.memory = PersonMemory(parts.memory, parts.store, message, persona)
-        self.admin = ConfigEditor(parts.config_path, parts.apply_config, allowed=self.is_admin)
+        who = f"{self.author_id} ({message.author.name}, {message.channel.key})"
+        audit = parts.audit
+        self.admin = ConfigEditor(
+            parts.config_path,
+            parts.apply_config,
+            allowed=self.is_admin,
+            audit=None if audit is None else lambda what, diff: audit.record_soon(who, what, diff),
+            what=f"{plugin}: {message.text[:80]}",
+        )
 
     @property
     def author(self) -> Author:
@@ -170,6 +179,7 @@ class PluginContexts:
         plugins: PluginHost,
         adapters: Callable[[], Sequence[Adapter]],
         memory: Memory | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.config = config
         self.apply_config = apply_config
@@ -180,6 +190,7 @@ class PluginContexts:
         self.plugins = plugins
         self.adapters = adapters
         self.memory = memory
+        self.audit = audit
         self.scheduler: Scheduler | None = None  # set once the scheduler started
 
     @property

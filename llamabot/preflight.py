@@ -39,6 +39,13 @@ def startup_problems(config: Config, path: Path) -> list[str]:
             f"{config.discord.token_env} is not set; set it to the bot token from the Discord "
             "developer portal (Bot -> Reset Token)"
         )
+    web = config.web
+    for key, name in (("tls_cert", web.tls_cert), ("tls_key", web.tls_key)):
+        if web.listen and name and not (path.parent / name).is_file():
+            problems.append(
+                f"{at('web', key)}: [web] {key} = {name!r} is not a file (relative to "
+                f"{path.parent}); give the PEM file, or listen on 127.0.0.1 without TLS"
+            )
     telegram = config.telegram
     if telegram.enabled and not _env(telegram.token_env):
         problems.append(

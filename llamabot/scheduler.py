@@ -349,6 +349,36 @@ class Scheduler:
 
         return await self._in_io(remove)
 
+    async def everything_pending(self) -> list[tuple[str, str, ScheduledJob]]:
+        """Every pending call of every plugin, soonest first: (plugin, task, call), the
+        call's id the full one :meth:`cancel_by_id` takes (for the admin page)."""
+        aps = self._running_aps()
+
+        def read() -> list[tuple[str, str, ScheduledJob]]:
+            found = []
+            for job in aps.get_jobs():
+                task = self._tasks.get(job.args[1]) if len(job.args) > 1 else None
+                if task is None:
+                    continue
+                data = dict(job.args[2]) if len(job.args) > 2 else {}
+                found.append((task.plugin, job.args[1], ScheduledJob(job.id, _run_at(job), data)))
+            return found
+
+        return await self._in_io(read)
+
+    async def cancel_by_id(self, full_id: str) -> bool:
+        """Cancel a pending call by its full id (see :meth:`everything_pending`)."""
+        aps = self._running_aps()
+
+        def remove() -> bool:
+            try:
+                aps.remove_job(full_id)
+            except JobLookupError:
+                return False
+            return True
+
+        return await self._in_io(remove)
+
     async def forget_author(self, author_id: str) -> int:
         """Cancel every pending call whose data names ``author_id`` under ``"author"``.
 

@@ -104,6 +104,18 @@ class PersonMemory:
         return (await self._memory.store.summary(conversation)).text
 
 
+async def forget_person(store: HistoryStore, memory: MemoryStore | None, author_id: str) -> int:
+    """Delete what ``author_id`` said everywhere, the facts kept about them and the
+    summaries of the conversations they were in; returns how many messages went."""
+    remembered = (0, 0)
+    if memory is not None:  # first: their messages say where they spoke
+        remembered = await memory.forget_person(author_id)
+    removed = await store.forget_author(author_id)
+    if any(remembered) and not removed:
+        await store.reclaim_space()  # forget_author does it when it deletes
+    return removed
+
+
 class ConversationHistory:
     """One conversation's stored messages, as a plugin may read and clear them.
 
@@ -141,13 +153,7 @@ class ConversationHistory:
         """Delete what ``author_id`` (``platform:user_id``) said, in every conversation,
         the facts kept about them and the summaries of the conversations they were in;
         returns how many messages went. Nothing of it stays in the database file."""
-        remembered = (0, 0)
-        if self._memory is not None:  # first: their messages say where they spoke
-            remembered = await self._memory.forget_person(author_id)
-        removed = await self._store.forget_author(author_id)
-        if any(remembered) and not removed:
-            await self._store.reclaim_space()  # forget_author does it when it deletes
-        return removed
+        return await forget_person(self._store, self._memory, author_id)
 
     async def search(self, query: str, limit: int = 5) -> list[FoundMessage]:
         """Complete messages of this conversation containing words of ``query``, best

@@ -108,6 +108,9 @@ api_base = "{api}"
 gateway_url = "{gateway}"
 shard_count = 2
 shard_ids = [{shard}]
+
+[web]
+listen = "127.0.0.1:0"   # two processes on one machine: each its own admin page port
 """
 
 

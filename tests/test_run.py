@@ -10,6 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
+
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.telegram import FakeTelegram, user
 
@@ -29,6 +31,9 @@ prompt = "RUN-PERSONA"
 enabled = true
 base_url = "{telegram}"
 edit_interval = 0.2
+
+[web]
+listen = "127.0.0.1:0"   # the admin page, on a free port
 """
 
 
@@ -49,6 +54,17 @@ async def test_run_answers_on_telegram_until_sigterm_then_stops_cleanly(tmp_path
             stderr=asyncio.subprocess.PIPE,
         )
         try:
+            # One line with the admin page's one-time login link, which logs in once.
+            assert process.stdout is not None
+            async with asyncio.timeout(60):
+                line = (await process.stdout.readline()).decode()
+            assert line.startswith("admin page: http://127.0.0.1:") and "/login?token=" in line
+            link = line.split(": ", 1)[1].strip()
+            async with (
+                aiohttp.ClientSession() as web,
+                web.get(link, allow_redirects=False) as answer,
+            ):
+                assert answer.status == 302 and "llamabot_session" in answer.cookies
             asked = telegram.push_message(4242, "hi there", from_user=user(4242, "Ada"))
             await telegram.wait_for(
                 lambda: any(
