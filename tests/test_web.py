@@ -309,3 +309,13 @@ async def test_the_page_alone_serves_bot_toml_and_the_history(tmp_path: Path) ->
             process.kill()
             await process.wait()
     assert process.returncode == 0, stderr.decode()
+
+
+async def test_an_admin_command_s_change_is_in_the_audit_log_too(site: Site) -> None:
+    await site.adapter.say("/persona set pirate", user="root", chat="den")
+    assert site.bot.audit is not None
+    await site.bot.audit.settle()
+    async with await logged_in(site) as session, session.get(site.url + "/audit") as answer:
+        audit = await answer.text()
+    assert "console:root (Root, console:den)" in audit and "persona: /persona set pirate" in audit
+    assert "+persona = &#34;pirate&#34;" in audit
