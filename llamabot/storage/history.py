@@ -257,9 +257,13 @@ class HistoryStore:
         # SQLite: one thread-owned connection. In memory, another connection would see
         # another database; other databases are served by the async engine's pool.
         serial = engine.dialect.name == "sqlite" and not is_in_memory(engine.url)
-        self._serial = SerialConnection(engine.url) if serial else None
         # Only the serial connection's thread touches it (SQLite files only).
         self._recent = RecentTurns() if serial else None
+        self._serial = (
+            SerialConnection(engine.url, on_rollback=self._recent.clear)
+            if self._recent is not None
+            else None
+        )
 
     async def aclose(self) -> None:
         """Close the serial connection (the engine belongs to whoever created it)."""

@@ -33,6 +33,10 @@ class RecentTurns:
         self._tails: OrderedDict[int, _Tail] = OrderedDict()
         self._version: int | None = None
 
+    def clear(self) -> None:
+        """Forget everything (a transaction whose rows were cached was rolled back)."""
+        self._tails.clear()
+
     def check(self, data_version: int) -> None:
         """Forget everything when another connection changed the database."""
         if data_version != self._version:
