@@ -32,12 +32,8 @@ from bench.bench_core import (
     small_key,
     working_copy,
 )
-from llamabot.audit import AuditLog
 from llamabot.config import load_config
-from llamabot.memory.store import MemoryStore
 from llamabot.storage.engine import create_engine
-from llamabot.storage.history import HistoryStore
-from llamabot.web.logs import LogTail
 from llamabot.web.server import AdminPage, AdminParts
 
 
@@ -51,18 +47,9 @@ async def measure_pages(database: Path, rounds: int) -> dict[str, Any]:
     )
     config = load_config(path)
     engine = create_engine(config.storage.url)
-    store = HistoryStore(engine)
+    parts = AdminParts.alone(path, config, engine)
+    store = parts.store
     await store.index_for_search()  # as the running bot keeps it (every minute)
-    current = [config]
-    parts = AdminParts(
-        config_path=path,
-        config=lambda: current[0],
-        apply=lambda new: current.__setitem__(0, new),
-        store=store,
-        memory=MemoryStore(engine),
-        audit=AuditLog(engine),
-        logs=LogTail(),
-    )
     page = AdminPage(parts, config.web)
     link = await page.start()
     with sqlite3.connect(database) as db:

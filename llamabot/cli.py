@@ -122,29 +122,15 @@ async def _web(args: argparse.Namespace) -> int:
     path = _config_path(args)
     if args.web_command == "passwd":
         return _passwd(path, args.name, args.role)
-    from llamabot.audit import AuditLog
-    from llamabot.memory.store import MemoryStore
     from llamabot.storage.engine import create_engine, upgrade
-    from llamabot.storage.history import HistoryStore
-    from llamabot.web.logs import LogTail
     from llamabot.web.server import AdminPage, AdminParts
 
     config = load_config(path)
     if not config.web.listen:
         return _fail(f'{path}: [web] listen = "" turns the admin page off; set it to serve one')
-    current = [config]
     engine = create_engine(resolve_storage_url(config.storage.url, path))
     await upgrade(engine)
-    store = HistoryStore(engine)
-    parts = AdminParts(
-        config_path=path,
-        config=lambda: current[0],
-        apply=lambda new: current.__setitem__(0, new),
-        store=store,
-        memory=MemoryStore(engine),
-        audit=AuditLog(engine),
-        logs=LogTail(),
-    )
+    parts = AdminParts.alone(path, config, engine)
     page = AdminPage(parts, config.web)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -157,7 +143,7 @@ async def _web(args: argparse.Namespace) -> int:
     finally:
         await page.stop()
         await parts.audit.settle()
-        await store.aclose()
+        await parts.store.aclose()
         await engine.dispose()
     return 0
 

@@ -277,8 +277,9 @@ def test_passwd_writes_an_argon2_hash_into_bot_toml(
 
 async def test_the_page_alone_serves_bot_toml_and_the_history(tmp_path: Path) -> None:
     import asyncio
-    import signal
     import sys
+
+    from tests.test_run import stop_run
 
     path = tmp_path / "bot.toml"
     path.write_text(
@@ -301,14 +302,9 @@ async def test_the_page_alone_serves_bot_toml_and_the_history(tmp_path: Path) ->
                 assert answer.status == 200 and "not running" in await answer.text()
             async with session.get(base + "/personas") as answer:
                 assert "ALONE" in await answer.text()
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            _, stderr = await process.communicate()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()
+        log = await stop_run(process)  # SIGTERM, and killed should it hang
+    assert process.returncode == 0, log
 
 
 async def test_an_admin_command_s_change_is_in_the_audit_log_too(site: Site) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from llamabot.storage.history import FoundMessage
+from llamabot.storage.history import FoundMessage, found_messages
 from llamabot.storage.models import Message, MessageEmbedding
 
 # Messages embedded per request to the embedding model.
@@ -127,18 +127,4 @@ class RecallIndex:
             best = heapq.nlargest(limit, scored)
             if not best:
                 return []
-            found = await conn.execute(
-                select(
-                    Message.id,
-                    Message.role,
-                    Message.author_name,
-                    Message.content,
-                    Message.created_at,
-                ).where(Message.id.in_([message_id for _, message_id in best]))
-            )
-            by_id = {int(row[0]): row for row in found}
-        return [
-            FoundMessage(row[1], row[2], row[3], row[4])
-            for _, message_id in best
-            if (row := by_id.get(message_id)) is not None
-        ]
+            return await found_messages(conn, [message_id for _, message_id in best])

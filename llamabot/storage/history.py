@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from llamabot.events import ChannelRef
 from llamabot.storage.engine import is_in_memory
@@ -244,6 +244,17 @@ def _fit(rows: Sequence[Sequence[Any]], max_tokens: int) -> list[Turn]:
     return turns
 
 
+async def found_messages(conn: AsyncConnection, ids: Sequence[int]) -> list[FoundMessage]:
+    """The messages ``ids`` (a search's, best first) in that order; deleted ones left out."""
+    rows = await conn.execute(
+        select(
+            Message.id, Message.role, Message.author_name, Message.content, Message.created_at
+        ).where(Message.id.in_(list(ids)))
+    )
+    by_id = {int(row[0]): FoundMessage(*row[1:]) for row in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
 class HistoryStore:
     """Reads and writes conversation history. Every write is one transaction.
 
@@ -469,17 +480,7 @@ class HistoryStore:
             ids = [int(row[0]) for row in await conn.execute(ranked, params)]
             if not ids:
                 return []
-            rows = await conn.execute(
-                select(
-                    Message.id,
-                    Message.role,
-                    Message.author_name,
-                    Message.content,
-                    Message.created_at,
-                ).where(Message.id.in_(ids))
-            )
-            by_id = {row[0]: FoundMessage(*row[1:]) for row in rows}
-        return [by_id[i] for i in ids if i in by_id]
+            return await found_messages(conn, ids)
 
     async def last_message(self, conversation_id: int) -> StoredMessage | None:
         """The newest message of a conversation (``None`` when it has none)."""

@@ -43,6 +43,7 @@ from llamabot.web.security import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
     from tomlkit.toml_document import TOMLDocument
 
     from llamabot.app import Bot
@@ -79,6 +80,23 @@ class AdminParts:
     audit: AuditLog
     logs: LogTail
     bot: Bot | None = None
+
+    @classmethod
+    def alone(cls, config_path: Path, config: Config, engine: AsyncEngine) -> AdminParts:
+        """The page without a running bot (``llamabot web``): bot.toml and the database."""
+        from llamabot.memory.store import MemoryStore
+        from llamabot.storage.history import HistoryStore
+
+        current = [config]
+        return cls(
+            config_path=config_path,
+            config=lambda: current[0],
+            apply=lambda new: current.__setitem__(0, new),
+            store=HistoryStore(engine),
+            memory=MemoryStore(engine),
+            audit=AuditLog(engine),
+            logs=LogTail(),
+        )
 
     @classmethod
     def of(cls, bot: Bot, logs: LogTail) -> AdminParts:
@@ -458,12 +476,7 @@ class AdminPage:
             request, change, f"persona {name} created", str(form.get("version", ""))
         )
         if problem is not None:
-            return await self.personas(
-                request,
-                status=409 if problem[0] == "changed" else 400,
-                error="" if problem[0] == "changed" else problem[1],
-                diff=problem[1] if problem[0] == "changed" else "",
-            )
+            return await self.personas(request, **_refusal(problem))
         raise web.HTTPFound(f"/personas/{name}")
 
     async def persona_delete(self, request: web.Request) -> web.StreamResponse:
@@ -486,12 +499,7 @@ class AdminPage:
             request, change, f"persona {name} deleted", str(form.get("version", ""))
         )
         if problem is not None:
-            return await self.personas(
-                request,
-                status=409 if problem[0] == "changed" else 400,
-                error="" if problem[0] == "changed" else problem[1],
-                diff=problem[1] if problem[0] == "changed" else "",
-            )
+            return await self.personas(request, **_refusal(problem))
         raise web.HTTPFound("/personas")
 
     # -- bindings ----------------------------------------------------------------------
@@ -570,10 +578,7 @@ class AdminPage:
         problem = await self._edit(request, change, what, str(form.get("version", "")))
         if problem is None:
             raise web.HTTPFound("/bindings")
-        kind, text = problem
-        if kind == "changed":
-            return await self.bindings(request, status=409, diff=text)
-        return await self.bindings(request, status=400, error=text)
+        return await self.bindings(request, **_refusal(problem))
 
     # -- conversations -----------------------------------------------------------------
 
@@ -784,6 +789,14 @@ class AdminPage:
 
     def _tool_names(self) -> list[str]:
         return self.parts.bot.plugins.tools.names() if self.parts.bot is not None else []
+
+
+def _refusal(problem: tuple[str, str]) -> dict[str, Any]:
+    """How a page shows a refused save: a changed file's diff (409), or what is wrong."""
+    kind, text = problem
+    if kind == "changed":
+        return {"status": 409, "diff": text, "error": ""}
+    return {"status": 400, "error": text, "diff": ""}
 
 
 def _bound(config: Config) -> dict[str, list[str]]:
