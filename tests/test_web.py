@@ -315,3 +315,15 @@ async def test_an_admin_command_s_change_is_in_the_audit_log_too(site: Site) -> 
         audit = await answer.text()
     assert "console:root (Root, console:den)" in audit and "persona: /persona set pirate" in audit
     assert "+persona = &#34;pirate&#34;" in audit
+
+
+async def test_a_transcript_search_finds_the_newest_matches(site: Site) -> None:
+    for text in ("the quick brown fox", "nothing to see", "a fox again"):
+        await site.adapter.say(text)
+    async with (
+        await logged_in(site) as session,
+        session.get(site.url + "/conversations/1?q=fox") as answer,
+    ):
+        page = await answer.text()
+    found = re.findall(r'<div class="text">([^<]*)</div>', page)
+    assert found == ["a fox again", "the quick brown fox"]

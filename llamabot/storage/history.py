@@ -450,9 +450,13 @@ class HistoryStore:
             data = await conn.scalar(select(StoredImage.data).where(StoredImage.sha256 == sha256))
         return None if data is None else bytes(data)
 
-    async def search(self, conversation_id: int, query: str, limit: int = 5) -> list[FoundMessage]:
+    async def search(
+        self, conversation_id: int, query: str, limit: int = 5, *, newest_first: bool = False
+    ) -> list[FoundMessage]:
         """Complete messages of one conversation that contain words of ``query``, the
-        best matches first (SQLite FTS5; PostgreSQL full-text search)."""
+        best matches first (SQLite FTS5; PostgreSQL full-text search), or the newest
+        first: an admin's transcript search, which then stops at ``limit`` matches
+        instead of ranking every message holding a common word."""
         words = _WORD.findall(query)[:_MOST_WORDS]
         if not words:
             return []
@@ -464,7 +468,12 @@ class HistoryStore:
                     "SELECT m.id FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
                     "WHERE messages_fts MATCH :match AND m.conversation_id = :cid "
                     "AND m.status = 'ok' AND m.role IN ('user', 'assistant') "
-                    "ORDER BY messages_fts.rank LIMIT :n"
+                    + (
+                        "ORDER BY messages_fts.rowid DESC"
+                        if newest_first
+                        else "ORDER BY messages_fts.rank"
+                    )
+                    + " LIMIT :n"
                 )
                 match = " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
             else:
@@ -472,8 +481,12 @@ class HistoryStore:
                     "SELECT id FROM messages WHERE conversation_id = :cid AND status = 'ok' "
                     "AND role IN ('user', 'assistant') "
                     "AND to_tsvector('simple', content) @@ to_tsquery('simple', :match) "
-                    "ORDER BY ts_rank(to_tsvector('simple', content), "
-                    "to_tsquery('simple', :match)) DESC, id DESC LIMIT :n"
+                    + (
+                        "ORDER BY id DESC LIMIT :n"
+                        if newest_first
+                        else "ORDER BY ts_rank(to_tsvector('simple', content), "
+                        "to_tsquery('simple', :match)) DESC, id DESC LIMIT :n"
+                    )
                 )
                 match = " | ".join(words)
             params = {"match": match, "cid": conversation_id, "n": limit}

@@ -610,7 +610,7 @@ class AdminPage:
         person = request.query.get("person", "")
         query = request.query.get("q", "").strip()
         if query:
-            hits = await self.parts.store.search(conversation_id, query, 50)
+            hits = await self.parts.store.search(conversation_id, query, 50, newest_first=True)
             lines: list[Any] = []
         else:
             hits = []
