@@ -110,7 +110,7 @@ class Conversation:
                 await send_text(adapter, channel, exc.user_message, inbound.message_id)
                 return None
         try:
-            conversation_id = await self._store.conversation_id(channel)
+            conversation_id = await self._store.conversation_id(channel, inbound.chat_title)
             remembered = await self._remembered(conversation_id, resolved, inbound)
             turns = await self._store.append_and_window(
                 conversation_id,

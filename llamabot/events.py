@@ -90,6 +90,9 @@ class Inbound:
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     invocation: Invocation | None = None
     images: tuple[ImageRef, ...] = ()
+    # What people call the chat ("#general (Llama fans)", a group's title), for the
+    # admin page; None where the platform has no name for it.
+    chat_title: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

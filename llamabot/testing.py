@@ -141,6 +141,7 @@ class FakePlatform:
         roles: tuple[str, ...] = (),
         moderator: bool | None = None,
         images: Sequence[bytes] = (),
+        title: str | None = None,
     ) -> asyncio.Future[None]:
         """Submit a message as a person would, through the running bot."""
         assert self.bot is not None, "start the bot first"
@@ -160,6 +161,7 @@ class FakePlatform:
             message_id=f"in-{len(self.calls)}-{time.monotonic_ns()}",
             addressed=addressed,
             images=tuple(self._keep(data) for data in images),
+            chat_title=title,
         )
         return self.bot.submit(inbound, self)
 

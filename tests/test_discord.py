@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -159,6 +160,11 @@ async def test_mention_is_answered_with_the_bound_persona(
     call = model.calls[0]
     assert call.system == "You are a pirate."
     assert call.last_user == "Ally: ahoy, matey"  # mention stripped, nickname as speaker
+    # The conversation keeps the channel's name, for the admin page.
+    with sqlite3.connect(tmp_path / "bot.db") as db:
+        key = f"discord:{world.general.id}"
+        [(title,)] = db.execute("SELECT title FROM conversations WHERE key = ?", (key,))
+    assert title == f"#general ({world.guild.name})"
     (sent,) = world.fake.bot_messages(world.general.id)
     assert sent.reference_id == asked.id
     assert sent.payload["message_reference"]["message_id"] == asked.id

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from aiohttp import ClientSession
 
 from llamabot import CommandContext, Plugin
@@ -214,6 +215,10 @@ async def test_group_message_is_answered_only_when_the_bot_is_addressed(
         await answered(
             fake, bot, fake.push_message(GROUP, f"bye @{BOT}", from_user=ALICE, chat_type="group")
         )
+        async with bot.store.engine.connect() as conn:  # the group's name, for the admin page
+            query = sa.text("SELECT title FROM conversations WHERE key = :key")
+            title = (await conn.execute(query, {"key": f"telegram:{GROUP}"})).scalar()
+    assert title == f"Group {GROUP}"
     assert fake.replies_to(GROUP, ignored.message_id) == []
     assert fake.replies_to(GROUP, other.message_id) == []
     assert first.text == "echo: Bob Builder: what is up?"

@@ -327,3 +327,14 @@ async def test_a_transcript_search_finds_the_newest_matches(site: Site) -> None:
         page = await answer.text()
     found = re.findall(r'<div class="text">([^<]*)</div>', page)
     assert found == ["a fox again", "the quick brown fox"]
+
+
+async def test_chats_are_shown_by_their_names(site: Site) -> None:
+    await site.adapter.say("hello", chat="4242", private=False, addressed=True, title="Llama fans")
+    async with await logged_in(site) as session:
+        async with session.get(site.url + "/conversations") as answer:
+            listed = await answer.text()
+        async with session.get(site.url + "/bindings") as answer:
+            bindings = await answer.text()
+    assert ">Llama fans</a>" in listed and "console:4242" in listed
+    assert '<option value="4242">Llama fans (console)</option>' in bindings

@@ -362,6 +362,7 @@ class DiscordAdapter:
             message_id=str(message.id),
             addressed=mentioned or replied,
             images=images,
+            chat_title=_title_of(message),
         )
 
     async def fetch_image(self, image: ImageRef, max_bytes: int) -> bytes:
@@ -574,3 +575,11 @@ def _author(user: discord.User | discord.Member) -> Author:
         roles=roles,
         is_moderator=moderator,
     )
+
+
+def _title_of(message: discord.Message) -> str:
+    """ "#general (Llama fans)", or "DM with Ada"."""
+    if message.guild is None:
+        return f"DM with {message.author.display_name}"
+    name = getattr(message.channel, "name", None) or str(message.channel.id)
+    return f"#{name} ({message.guild.name})"

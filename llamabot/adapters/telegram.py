@@ -466,6 +466,7 @@ class TelegramAdapter:
             message_id=str(message.message_id),
             addressed=addressed,
             images=images,
+            chat_title=chat.title or f"private chat with {sender.full_name}",
         )
 
     def _replies_to_bot(self, message: Message) -> bool:

@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -265,6 +275,7 @@ class HistoryStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._ids: dict[str, int] = {}
+        self._titles: dict[str, str] = {}  # key -> the chat's name, as stored
         # SQLite: one thread-owned connection. In memory, another connection would see
         # another database; other databases are served by the async engine's pool.
         serial = engine.dialect.name == "sqlite" and not is_in_memory(engine.url)
@@ -291,15 +302,18 @@ class HistoryStore:
         async with self.engine.begin() as conn:
             return await conn.run_sync(work)
 
-    async def conversation_id(self, channel: ChannelRef) -> int:
-        """The conversation row for a channel, created on first use."""
+    async def conversation_id(self, channel: ChannelRef, title: str | None = None) -> int:
+        """The conversation row for a channel, created on first use; ``title`` (the
+        chat's name, when the platform gives one) is kept up to date."""
         key = channel.key
         cached = self._ids.get(key)
-        if cached is not None:
+        if cached is not None and (title is None or self._titles.get(key) == title):
             return cached
 
         def find_or_create(conn: Connection) -> int:
-            found = conn.scalar(select(Conversation.id).where(Conversation.key == key))
+            found = conn.execute(
+                select(Conversation.id, Conversation.title).where(Conversation.key == key)
+            ).first()
             if found is None:
                 result = conn.execute(
                     insert(Conversation).values(
@@ -309,14 +323,22 @@ class HistoryStore:
                         thread_id=channel.thread_id,
                         is_private=channel.is_private,
                         created_at=_now(),
+                        title=title,
                     )
                 )
-                found = result.inserted_primary_key[0] if result.inserted_primary_key else None
-            if found is None:
-                raise RuntimeError(f"could not create a conversation for {key}")
-            return int(found)
+                created = result.inserted_primary_key[0] if result.inserted_primary_key else None
+                if created is None:
+                    raise RuntimeError(f"could not create a conversation for {key}")
+                return int(created)
+            if title is not None and found.title != title:
+                conn.execute(
+                    update(Conversation).where(Conversation.id == found.id).values(title=title)
+                )
+            return int(found.id)
 
         self._ids[key] = await self._unit(find_or_create)
+        if title is not None:
+            self._titles[key] = title
         return self._ids[key]
 
     async def append(self, conversation_id: int, *messages: NewMessage) -> list[int]:

@@ -36,6 +36,7 @@ class Conversation(Base):
     thread_id: Mapped[str | None] = mapped_column(String(64))
     is_private: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column()
+    title: Mapped[str | None] = mapped_column(String(255))  # the chat's name, as last seen
 
 
 class Message(Base):

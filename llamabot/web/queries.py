@@ -33,6 +33,7 @@ class ConversationRow:
     platform: str
     private: bool
     last_at: datetime | None
+    title: str | None
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,12 @@ async def conversations(
         .scalar_subquery()
     )
     query = select(
-        Conversation.id, Conversation.key, Conversation.platform, Conversation.is_private, last
+        Conversation.id,
+        Conversation.key,
+        Conversation.platform,
+        Conversation.is_private,
+        last,
+        Conversation.title,
     ).order_by(Conversation.id.desc())
     if platform:
         query = query.where(Conversation.platform == platform)

@@ -506,6 +506,7 @@ class AdminPage:
 
     async def bindings(self, request: web.Request, **extra: Any) -> web.Response:
         config = self.parts.config()
+        seen = await queries.conversations(self.parts.store.engine, limit=200)
         _, version = read_for_edit(self.parts.config_path)
         return self._page(
             request,
@@ -517,7 +518,8 @@ class AdminPage:
             version=version,
             error=extra.pop("error", ""),
             diff=extra.pop("diff", ""),
-            seen=await queries.conversations(self.parts.store.engine, limit=200),
+            seen=seen,
+            titles={c.key: c.title for c in seen if c.title},
         )
 
     async def binding_save(self, request: web.Request) -> web.StreamResponse:
