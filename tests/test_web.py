@@ -33,6 +33,7 @@ ACTIONS = [
     "/bindings/0/delete",
     "/people/forget",
     "/jobs/cancel",
+    "/personas/pirate/try",
     "/logout",
 ]
 

@@ -149,3 +149,21 @@ async def test_a_reminder_is_cancelled_from_the_page(site: Site, tab: Page) -> N
     await tab.wait_for_url(site.url + "/plugins")
     assert "water the plants" not in await tab.inner_text("main")
     assert site.bot.scheduler is not None and await site.bot.scheduler.everything_pending() == []
+
+
+async def test_try_it_streams_the_persona_s_answer_and_stores_nothing(
+    site: Site, tab: Page
+) -> None:
+    site.ollama.reply = "Arr, I be tried and true."
+    await tab.goto(site.url + "/personas/pirate")
+    await tab.fill("#try input[name=text]", "who goes there?")
+    await tab.click("#try button")
+    await tab.wait_for_selector("#try-answer[data-done='1']")
+    assert await tab.inner_text("#try-answer") == "Arr, I be tried and true."
+    asked = site.ollama.chat_requests[-1]["messages"]
+    assert asked == [
+        {"role": "system", "content": "You talk like a pirate."},
+        {"role": "user", "content": "who goes there?"},
+    ]
+    with sqlite3.connect(site.path.parent / "bot.db") as db:
+        assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)

@@ -146,6 +146,7 @@ class AdminPage:
         get("/personas/{name}", self.persona)
         post("/personas/{name}", self.persona_save)
         post("/personas/{name}/delete", self.persona_delete)
+        post("/personas/{name}/try", self.persona_try)
         get("/bindings", self.bindings)
         post("/bindings", self.binding_add)
         post("/bindings/{index}", self.binding_save)
@@ -406,6 +407,7 @@ class AdminPage:
             errors=extra.pop("errors", {}),
             diff=extra.pop("diff", ""),
             saved=request.query.get("saved") == "1",
+            running=self.parts.bot is not None,
         )
 
     async def persona_save(self, request: web.Request) -> web.StreamResponse:
@@ -501,6 +503,37 @@ class AdminPage:
         if problem is not None:
             return await self.personas(request, **_refusal(problem))
         raise web.HTTPFound("/personas")
+
+    async def persona_try(self, request: web.Request) -> web.StreamResponse:
+        """The persona's answer to one message, streamed as it is written: the model and
+        prompt in force, no platform, and nothing stored in any conversation."""
+        name = request.match_info["name"]
+        bot = self.parts.bot
+        if bot is None:
+            raise web.HTTPConflict(text="the bot is not running; start it to try a persona")
+        if name not in self.parts.config().personas:
+            raise web.HTTPNotFound(text=f"no persona {name!r}")
+        text = str((await request.post()).get("text", "")).strip()
+        if not text:
+            raise web.HTTPBadRequest(text="say something to the persona first")
+        from llamabot.llm.errors import ModelError
+        from llamabot.services import ModelAccess
+
+        model = ModelAccess(bot.model, self.parts.config, bot.contexts.limiter, name)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/plain; charset=utf-8", **SECURITY_HEADERS}
+        )
+        response.headers["Cache-Control"] = "no-store"
+        await response.prepare(request)
+        try:
+            async for delta in model.stream(text):
+                await response.write(delta.encode())
+        except ModelError as exc:
+            await response.write(f"\n[{exc.user_message}]".encode())
+        except ConnectionResetError:
+            pass  # the admin closed the page
+        await response.write_eof()
+        return response
 
     # -- bindings ----------------------------------------------------------------------
 

@@ -16,6 +16,26 @@ document.addEventListener("DOMContentLoaded", () => {
       if (!window.confirm(form.dataset.confirm)) event.preventDefault();
     });
   }
+  const tryForm = document.getElementById("try");
+  if (tryForm) {
+    const answer = document.getElementById("try-answer");
+    tryForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      answer.textContent = "";
+      const body = new URLSearchParams(new FormData(tryForm));
+      const reply = await fetch(tryForm.action, {
+        method: "POST", body, headers: { "X-CSRF-Token": tryForm.dataset.csrf },
+      });
+      if (!reply.ok) { answer.textContent = await reply.text(); return; }
+      const reader = reply.body.getReader(), decoder = new TextDecoder();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        answer.textContent += decoder.decode(value, { stream: true });
+      }
+      answer.dataset.done = "1";
+    });
+  }
   const log = document.getElementById("log");
   if (log) {
     const level = document.getElementById("log-level"), text = document.getElementById("log-text");
