@@ -121,7 +121,7 @@ async def _admin_page(bot: Any, config: Config) -> Any:
 async def _web(args: argparse.Namespace) -> int:
     path = _config_path(args)
     if args.web_command == "passwd":
-        return _passwd(path, args.name, args.role)
+        return _passwd(path, args.name, args.role, totp=args.totp)
     from llamabot.storage.engine import create_engine, upgrade
     from llamabot.web.server import AdminPage, AdminParts
 
@@ -148,11 +148,11 @@ async def _web(args: argparse.Namespace) -> int:
     return 0
 
 
-def _passwd(path: Path, name: str, role: str) -> int:
+def _passwd(path: Path, name: str, role: str, *, totp: bool = False) -> int:
     import getpass
 
     from llamabot.config_editor import rewrite_config
-    from llamabot.web.security import hash_password
+    from llamabot.web.security import hash_password, new_totp_secret, totp_uri
 
     password = getpass.getpass(f"password for {name}: ")
     if len(password) < 8:
@@ -160,6 +160,7 @@ def _passwd(path: Path, name: str, role: str) -> int:
     if getpass.getpass("again: ") != password:
         return _fail("the two passwords differ; nothing was changed")
     hashed = hash_password(password)
+    secret = new_totp_secret() if totp else ""
 
     def add(document: Any) -> None:
         import tomlkit
@@ -169,10 +170,15 @@ def _passwd(path: Path, name: str, role: str) -> int:
         user = tomlkit.table()
         user.add("password_hash", hashed)
         user.add("role", role)
+        if secret:
+            user.add("totp_secret", secret)
         users[name] = user
 
     rewrite_config(path, add)
     print(f"{path}: [web.users.{name}] set ({role}); restart the bot for it to take effect")
+    if secret:
+        print(f"add it to your authenticator app: {totp_uri(name, secret)}")
+        print("(the secret is in bot.toml now: keep that file readable by the bot's user only)")
     return 0
 
 
@@ -453,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("web_command", nargs="?", choices=["serve", "passwd"], default="serve")
     web.add_argument("name", nargs="?", default="admin", help="with passwd: the login's name")
     web.add_argument("--role", choices=["admin", "viewer"], default="admin")
+    web.add_argument("--totp", action="store_true", help="with passwd: also ask for an app code")
     mcp = add("mcp", "connect to each [mcp.servers] server once and list its state and tools")
     mcp.add_argument("mcp_command", choices=["list"])
     publisher = add("publish", "make a persona (model, LoRA adapter, prompt) an Ollama model")

@@ -360,6 +360,8 @@ class WebUser(Section):
     """``[web.users.NAME]``: a login for the admin page (``llamabot web passwd NAME``)."""
 
     password_hash: str  # argon2, as `llamabot web passwd` writes it
+    # A second factor: the base32 secret of an authenticator app (`passwd --totp`).
+    totp_secret: str = ""
     # "viewer": sees the pages, changes nothing (and no transcripts unless allowed).
     role: Literal["admin", "viewer"] = "admin"
 

@@ -339,3 +339,49 @@ async def test_chats_are_shown_by_their_names(site: Site) -> None:
             bindings = await answer.text()
     assert ">Llama fans</a>" in listed and "console:4242" in listed
     assert '<option value="4242">Llama fans (console)</option>' in bindings
+
+
+async def test_a_login_with_an_app_code_needs_the_right_code(tmp_path: Path) -> None:
+    from llamabot.web.security import new_totp_secret, totp_code
+
+    secret = new_totp_secret()
+    user = (
+        f'[web.users.ada]\npassword_hash = "{hash_password("a long passphrase")}"\n'
+        f'totp_secret = "{secret}"\n'
+    )
+    async with running_site(tmp_path, user) as site, client() as session:
+        headers = {"Origin": site.url}
+        form = {"user": "ada", "password": "a long passphrase", "code": ""}
+        async with session.post(site.url + "/login", data=form, headers=headers) as answer:
+            assert answer.status == 403  # the password alone is not enough
+        form["code"] = str((int(totp_code(secret)) + 1) % 1_000_000).zfill(6)
+        async with session.post(site.url + "/login", data=form, headers=headers) as answer:
+            assert answer.status == 403
+        form["code"] = totp_code(secret)
+        async with session.post(
+            site.url + "/login", data=form, headers=headers, allow_redirects=False
+        ) as answer:
+            assert answer.status == 302
+
+
+def test_passwd_with_totp_prints_the_app_s_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llamabot.config import load_config
+
+    path = tmp_path / "bot.toml"
+    path.write_text("")
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "a long passphrase")
+    assert main(["web", "passwd", "ada", "--totp", "--config", str(path)]) == 0
+    secret = load_config(path).web.users["ada"].totp_secret
+    assert len(secret) == 32
+    assert f"otpauth://totp/llamabot:ada?secret={secret}&issuer=llamabot" in capsys.readouterr().out
+
+
+def test_totp_codes_are_rfc_6238_s() -> None:
+    from llamabot.web.security import check_totp, totp_code
+
+    secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"  # "12345678901234567890", the RFC's key
+    assert totp_code(secret, at=59) == "287082"  # the RFC's 94287082, six digits
+    assert totp_code(secret, at=1111111109) == "081804"
+    assert check_totp(secret, "287082", at=59 + 30) and not check_totp(secret, "287082", at=200)

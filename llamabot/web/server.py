@@ -39,6 +39,7 @@ from llamabot.web.security import (
     Session,
     Sessions,
     check_password,
+    check_totp,
     waste_time,
 )
 
@@ -323,12 +324,16 @@ class AdminPage:
         user = self.section.users.get(name)
         if user is None:
             waste_time(password)
-        elif check_password(user.password_hash, password):
+        elif check_password(user.password_hash, password) and (
+            not user.totp_secret or check_totp(user.totp_secret, str(form.get("code", "")))
+        ):
             await self.parts.audit.record(f"{name}@{address}", "logged in")
             raise self._login(request, name, user.role)
         self.limiter.failed(address)
         log.warning("admin page: a wrong password for %r from %s", name, address)
-        return self._page(request, "login.html", 403, error="Wrong name or password.", users=True)
+        return self._page(
+            request, "login.html", 403, error="Wrong name, password or code.", users=True
+        )
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         response = web.HTTPFound("/login")
