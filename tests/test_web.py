@@ -385,3 +385,21 @@ def test_totp_codes_are_rfc_6238_s() -> None:
     assert totp_code(secret, at=59) == "287082"  # the RFC's 94287082, six digits
     assert totp_code(secret, at=1111111109) == "081804"
     assert check_totp(secret, "287082", at=59 + 30) and not check_totp(secret, "287082", at=200)
+
+
+async def test_sampling_options_and_the_adapter_are_edited_too(site: Site) -> None:
+    async with await logged_in(site) as session:
+        csrf, version = await csrf_of(session, site, "/personas/pirate")
+        form = {"csrf": csrf, "version": version, "top_k": "40", "num_ctx": "4096", "seed": "7"}
+        async with session.post(
+            site.url + "/personas/pirate", data=form, headers={"Origin": site.url}
+        ) as answer:
+            assert answer.status == 200
+        form = {"csrf": csrf, "version": version, "top_k": "forty"}
+        async with session.post(
+            site.url + "/personas/pirate", data=form, headers={"Origin": site.url}
+        ) as answer:
+            assert answer.status == 400 and "is not a number, e.g. 4096" in await answer.text()
+    pirate = site.bot.config.personas["pirate"]
+    assert (pirate.top_k, pirate.num_ctx, pirate.seed) == (40, 4096, 7)
+    assert pirate.prompt == "You talk like a pirate."  # fields not sent are kept

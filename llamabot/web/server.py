@@ -57,6 +57,17 @@ HERE = Path(__file__).parent
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC = ("/login", "/static/")
 SESSION = web.RequestKey("session", Session)
+# A persona's fields on its page: text, then the sampling options (empty: the model's own).
+PERSONA_FIELDS = ["prompt", "model", "adapter", "tools"]
+PERSONA_NUMBERS: dict[str, type[float] | type[int]] = {
+    "temperature": float,
+    "top_p": float,
+    "top_k": int,
+    "repeat_penalty": float,
+    "num_ctx": int,
+    "num_predict": int,
+    "seed": int,
+}
 NAV = [
     ("/", "Overview"),
     ("/personas", "Personas"),
@@ -392,12 +403,16 @@ class AdminPage:
         if persona is None:
             raise web.HTTPNotFound(text=f"no persona {name!r}")
         _, version = read_for_edit(self.parts.config_path)
-        form = {
+        shown: dict[str, str] = {
             "prompt": persona.prompt,
             "model": persona.model,
-            "temperature": "" if persona.temperature is None else str(persona.temperature),
+            "adapter": persona.adapter or "",
             "tools": ", ".join(persona.tools),
-        } | extra.pop("form", {})
+        }
+        for field in PERSONA_NUMBERS:
+            value = getattr(persona, field)
+            shown[field] = "" if value is None else str(value)
+        form = shown | extra.pop("form", {})
         context = await self._context_of(persona.model, persona.num_ctx)
         return self._page(
             request,
@@ -408,6 +423,7 @@ class AdminPage:
             tokens=self._count(form["prompt"]),
             context=context,
             tools_on_offer=self._tool_names(),
+            numbers=list(PERSONA_NUMBERS),
             version=extra.pop("version", version),
             errors=extra.pop("errors", {}),
             diff=extra.pop("diff", ""),
@@ -421,26 +437,36 @@ class AdminPage:
             raise web.HTTPNotFound(text=f"no persona {name!r}")
         form = {k: str(v) for k, v in (await request.post()).items()}
         errors: dict[str, str] = {}
-        temperature: float | None = None
-        if form.get("temperature", "").strip():
+        numbers: dict[str, float | int | None] = {}
+        for field, number_type in PERSONA_NUMBERS.items():
+            typed = form.get(field, "").strip()
+            if not typed:
+                numbers[field] = None
+                continue
             try:
-                temperature = float(form["temperature"])
+                numbers[field] = number_type(typed)
             except ValueError:
-                errors["temperature"] = f"{form['temperature']!r} is not a number, e.g. 0.7"
+                example = "0.7" if number_type is float else "4096"
+                errors[field] = f"{typed!r} is not a number, e.g. {example}"
         tools = [t.strip() for t in form.get("tools", "").split(",") if t.strip()]
 
         def change(document: TOMLDocument) -> None:
             table: Any = document["personas"][name]
             # Only what the form sent: a client that leaves a field out keeps its value.
-            if "prompt" in form:
-                table["prompt"] = form["prompt"]
-            if "model" in form:
-                table["model"] = form["model"].strip()
-            if "temperature" in form:
-                if temperature is None:
-                    table.pop("temperature", None)
+            for field in ("prompt", "model", "adapter"):
+                if field in form:
+                    value = form[field] if field == "prompt" else form[field].strip()
+                    if value or field != "adapter":
+                        table[field] = value
+                    else:
+                        table.pop(field, None)
+            for field, number in numbers.items():
+                if field not in form:
+                    continue
+                if number is None:
+                    table.pop(field, None)
                 else:
-                    table["temperature"] = temperature
+                    table[field] = number
             if "tools" in form and (tools or "tools" in table):
                 table["tools"] = tools
 
@@ -453,7 +479,7 @@ class AdminPage:
             kind, text = problem
             if kind == "changed":
                 return await self.persona(request, form=form, status=409, diff=text)
-            errors = _errors_by_field(text, ["prompt", "model", "temperature", "tools"])
+            errors = _errors_by_field(text, [*PERSONA_FIELDS, *PERSONA_NUMBERS])
         return await self.persona(
             request, form=form, status=400, errors=errors, version=form.get("version", "")
         )
