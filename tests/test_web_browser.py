@@ -167,3 +167,40 @@ async def test_try_it_streams_the_persona_s_answer_and_stores_nothing(
     ]
     with sqlite3.connect(site.path.parent / "bot.db") as db:
         assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+async def test_every_page_fits_a_phone_in_light_and_dark(site: Site, scheme: str) -> None:
+    await site.adapter.say("hello from a phone")
+    async with playwright.async_playwright() as driver:
+        browser = await driver.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = await browser.new_context(
+            viewport={"width": 360, "height": 740}, color_scheme=scheme
+        )
+        tab = await context.new_page()
+        await tab.goto(site.link)
+        for path in ["/", "/personas", "/personas/assistant", "/bindings", "/conversations",
+                     "/conversations/1", "/plugins", "/logs", "/audit"]:  # fmt: skip
+            await tab.goto(site.url + path)
+            width = await tab.evaluate("document.documentElement.scrollWidth")
+            assert width <= 360, f"{path} is {width} px wide"
+        await tab.goto(site.url + "/personas")
+        background = await tab.evaluate("getComputedStyle(document.body).backgroundColor")
+        await screenshot(tab, f"phone-{scheme}.png")
+        await browser.close()
+    dark = background == "rgb(24, 23, 21)"
+    assert dark == (scheme == "dark")
+
+
+async def test_a_persona_is_saved_with_the_keyboard_alone(site: Site, tab: Page) -> None:
+    await tab.goto(site.url + "/personas/assistant")
+    await tab.focus("textarea[name=prompt]")
+    await tab.keyboard.press("Control+A")
+    await tab.keyboard.type("TYPED-WITHOUT-A-MOUSE")
+    for _ in range(20):  # Tab to the Save button, then Enter
+        await tab.keyboard.press("Tab")
+        if await tab.evaluate("document.activeElement.textContent") == "Save":
+            break
+    await tab.keyboard.press("Enter")
+    await tab.wait_for_selector("text=Saved to bot.toml")
+    assert site.bot.config.personas["assistant"].prompt == "TYPED-WITHOUT-A-MOUSE"
