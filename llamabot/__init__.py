@@ -28,6 +28,7 @@ from llamabot.services import (
     PluginScheduler,
 )
 from llamabot.streaming import ReplyStream, split_message
+from llamabot.tools import ToolOutput
 
 if TYPE_CHECKING:
     from llamabot.app import Bot
@@ -90,6 +91,7 @@ __all__ = [
     "Resolved",
     "ScheduledJob",
     "SentMessage",
+    "ToolOutput",
     "StartupError",
     "Turn",
     "Usage",

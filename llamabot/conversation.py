@@ -20,7 +20,7 @@ from llamabot.memory import NOTHING, Memory, WindowMemory
 from llamabot.metrics import Metrics
 from llamabot.storage.history import HistoryStore, NewMessage, Turn
 from llamabot.streaming import RESTART_NOTICE, STOPPED_NOTICE, ReplyStream, send_text
-from llamabot.tools import TurnTools, describe_call
+from llamabot.tools import ToolResult, TurnTools, describe_call
 from llamabot.window import build_window, calls_to_store, speaker_line
 
 log = logging.getLogger(__name__)
@@ -192,10 +192,17 @@ class Conversation:
                 tool_turns.append(self._calls_turn(resolved, text, calls))
                 for call in calls:
                     result = await self._run_call(tools, call, reply, config.tools.show_calls)
+                    shown = await self._tool_pictures(result.images, persona.model, config)
                     messages.append(
-                        ChatMessage("tool", result, tool_name=call.name, tool_call_id=call.id)
+                        ChatMessage(
+                            "tool",
+                            result.text,
+                            tool_name=call.name,
+                            tool_call_id=call.id,
+                            images=shown,
+                        )
                     )
-                    tool_turns.append(self._result_turn(resolved, call, result))
+                    tool_turns.append(self._result_turn(resolved, call, result.text))
         except ModelError as exc:
             level = logging.INFO if isinstance(exc, ReplyCut) else logging.WARNING
             log.log(level, "reply in %s ended early: %s", channel.key, exc)
@@ -358,9 +365,31 @@ class Conversation:
             able = False
         return dataclasses.replace(tools, observe=self._metrics.tool_called) if able else None
 
+    async def _tool_pictures(
+        self, images: tuple[bytes, ...], model: str, config: Config
+    ) -> tuple[bytes, ...]:
+        """A tool's pictures as a vision model sees a person's (shrunk to
+        ``[llm] image_max_side``); none for other models, which read the text alone."""
+        if not images:
+            return ()
+        try:
+            if not await self._model.supports_vision(model):
+                return ()
+        except Exception:
+            return ()
+        shown = []
+        for data in images[: config.limits.max_images_per_message]:
+            try:
+                shown.append(
+                    (await asyncio.to_thread(prepare, data, config.llm.image_max_side)).data
+                )
+            except ImageRejected:
+                log.info("a tool's picture could not be read; the model reads its text only")
+        return tuple(shown)
+
     async def _run_call(
         self, tools: TurnTools, call: ToolCall, reply: ReplyStream, show: str
-    ) -> str:
+    ) -> ToolResult:
         """Run one tool call, showing a line for it as ``[tools] show_calls`` says."""
         line = describe_call(call.name, call.arguments)
         if show == "keep":

@@ -15,6 +15,7 @@ server's results are untrusted text for the model, cut at ``[mcp] max_result_cha
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import dataclasses
@@ -38,7 +39,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from llamabot.config import McpSection, McpServer
-from llamabot.tools import Tool, ToolFailed, ToolRegistry
+from llamabot.tools import Tool, ToolFailed, ToolOutput, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +385,7 @@ class _Server:
             remote_name=tool.name,
         )
 
-    async def _call(self, name: str, _ctx: object, **arguments: Any) -> str:
+    async def _call(self, name: str, _ctx: object, **arguments: Any) -> str | ToolOutput:
         session = self._session
         if session is None:
             raise ToolFailed(f"the MCP server {self.name} is not connected; try again later")
@@ -400,7 +401,14 @@ class _Server:
         text = render_result(result, self._section.max_result_chars)
         if result.is_error:
             raise ToolFailed(text)
-        return text
+        pictures = tuple(
+            base64.b64decode(block.data)
+            for block in result.content
+            if isinstance(block, mcp_types.ImageContent)
+        )
+        # A vision model is shown the pictures too (issue 15's limits); others read the
+        # line that describes each.
+        return ToolOutput(text, pictures) if pictures else text
 
 
 def render_result(result: mcp_types.CallToolResult, max_chars: int) -> str:
@@ -425,7 +433,7 @@ def _describe(block: Any) -> str:
     if isinstance(block, mcp_types.ImageContent | mcp_types.AudioContent):
         kind = "an image" if isinstance(block, mcp_types.ImageContent) else "audio"
         size = len(block.data) * 3 // 4
-        return f"[{kind} ({block.mime_type}, {size:,} bytes), not shown]"
+        return f"[{kind} ({block.mime_type}, {size:,} bytes)]"
     if isinstance(block, mcp_types.ResourceLink):
         return f"[a link to {block.uri} ({block.name})]"
     if isinstance(block, mcp_types.EmbeddedResource):

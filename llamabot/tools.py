@@ -203,12 +203,22 @@ Outcome = Literal["ok", "invalid", "timeout", "error"]
 
 
 @dataclass(frozen=True)
+class ToolOutput:
+    """What a handler may return besides text: text and pictures (encoded images), which
+    a vision model is shown with the result; other models read the text alone."""
+
+    text: str
+    images: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
 class ToolResult:
     """One call's result as the model reads it, how it went, and how long it took."""
 
     text: str
     outcome: Outcome
     seconds: float
+    images: tuple[bytes, ...] = ()
 
 
 async def run_tool(
@@ -218,7 +228,8 @@ async def run_tool(
     exception. One log line per call, with its duration (and its arguments unless the
     tool is marked sensitive)."""
     started = time.monotonic()
-    text, outcome = await _call(tool, ctx, arguments, tool.timeout_s or timeout_s)
+    answer, outcome = await _call(tool, ctx, arguments, tool.timeout_s or timeout_s)
+    text, images = (answer.text, answer.images) if isinstance(answer, ToolOutput) else (answer, ())
     seconds = time.monotonic() - started
     log.info(
         "tool %s (%s) %s in %.0f ms%s",
@@ -228,12 +239,12 @@ async def run_tool(
         seconds * 1000,
         "" if tool.sensitive else f" with {dict(arguments)!r}"[:300],
     )
-    return ToolResult(text, outcome, seconds)
+    return ToolResult(text, outcome, seconds, images)
 
 
 async def _call(
     tool: Tool, ctx: object, arguments: Mapping[str, Any], timeout_s: float
-) -> tuple[str, Outcome]:
+) -> tuple[str | ToolOutput, Outcome]:
     values: dict[str, Any] = dict(arguments)
     if tool.arguments is not None:
         try:
@@ -256,7 +267,7 @@ async def _call(
     except Exception as exc:
         log.exception("tool %s (%s) failed", tool.name, tool.plugin)
         return f"error: {tool.name} failed: {exc}", "error"
-    if isinstance(result, str):
+    if isinstance(result, str | ToolOutput):
         return result, "ok"
     try:
         return json.dumps(result, ensure_ascii=False, default=str), "ok"
@@ -279,16 +290,17 @@ class TurnTools:
     def specs(self) -> list[ToolSpec]:
         return [tool.spec for tool in self.tools]
 
-    async def call(self, name: str, arguments: Mapping[str, Any]) -> str:
+    async def call(self, name: str, arguments: Mapping[str, Any]) -> ToolResult:
         """Run one call of the model's; a tool not offered on this turn is refused."""
         tool = next((t for t in self.tools if t.name == name), None)
         if tool is None:
             offered = ", ".join(t.name for t in self.tools) or "none"
-            return f"error: there is no tool {name!r} here; the tools are: {offered}"
+            text = f"error: there is no tool {name!r} here; the tools are: {offered}"
+            return ToolResult(text, "invalid", 0.0)
         result = await run_tool(tool, self.context(tool.plugin), arguments, self.timeout_s)
         if self.observe is not None:
             self.observe(tool, result)
-        return result.text
+        return result
 
 
 def describe_call(name: str, arguments: Mapping[str, Any], width: int = 48) -> str:

@@ -444,3 +444,35 @@ def test_mcp_list_prints_each_server_s_state_and_tools(
     assert rows["fake"].split()[1:3] == ["up", "stdio"] and "echo, sleep" in rows["fake"]
     assert rows["broken"].split()[1] == "down" and "/nonexistent/mcp-server" in rows["broken"]
     assert rows["off"].split()[1] == "off"
+
+
+async def test_a_picture_in_a_result_is_shown_to_a_vision_model_only(tmp_path: Path) -> None:
+    from tests.fakes.ollama import FakeModel
+
+    seeing = FakeModel("llava", capabilities=("completion", "tools", "vision"))
+    async with FakeOllama(["llama3.2", seeing]) as fake:
+        fake.script = [call("fake__picture"), "A red rectangle.", call("fake__picture"), "Red."]
+        adapter = FakePlatform()
+        config = config_for(fake.url, tmp_path)
+        vision = config.model_copy(
+            update={
+                "personas": {
+                    **config.personas,
+                    "assistant": config.personas["assistant"].model_copy(update={"model": "llava"}),
+                }
+            }
+        )
+        async with bot(vision, adapter, tmp_path) as b:
+            await until(b, up())
+            await adapter.say("show me")
+        shown = fake.chat_requests[1]["messages"][-1]
+        assert shown["role"] == "tool" and shown["content"].startswith("a red rectangle\n[an image")
+        # Shrunk and re-encoded as a person's picture is (JPEG: it has no transparency).
+        assert len(shown["images"]) == 1 and fake.images[0].startswith(b"\xff\xd8\xff")
+
+        adapter = FakePlatform()
+        async with bot(config_for(fake.url, tmp_path), adapter, tmp_path) as b:  # llama3.2
+            await until(b, up())
+            await adapter.say("show me")
+        told = fake.chat_requests[3]["messages"][-1]
+        assert "images" not in told and "[an image (image/png" in told["content"]

@@ -7,9 +7,9 @@
 Its tools are the cases the bot must survive: one that answers (``echo``), one that
 sleeps past any timeout, one that returns 100 KB, one that raises, one that adds a tool
 at run time and says so (``notifications/tools/list_changed``), one that tells its
-process id (so a test can kill it), one that ends the process mid-call, and one marked
-destructive. ``FAKE_MCP_LOG`` names a file each call is appended to (one JSON line), so a
-test can see what reached the server.
+process id (so a test can kill it), one that ends the process mid-call, one that
+returns a picture, and one marked destructive. ``FAKE_MCP_LOG`` names a file each call
+is appended to (one JSON line), so a test can see what reached the server.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.types import ToolAnnotations
 
 server = MCPServer("fake")
@@ -63,6 +63,18 @@ async def fail() -> str:
     """Always fails."""
     _log("fail")
     raise RuntimeError("the disk is on fire")
+
+
+@server.tool(structured_output=False)
+async def picture() -> list[object]:
+    """A 64x32 red picture, with a line about it."""
+    import io
+
+    from PIL import Image as Picture
+
+    buffer = io.BytesIO()
+    Picture.new("RGB", (64, 32), (200, 0, 0)).save(buffer, "PNG")
+    return ["a red rectangle", Image(data=buffer.getvalue(), format="png")]
 
 
 @server.tool()
