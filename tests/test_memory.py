@@ -378,3 +378,22 @@ async def test_recall_falls_back_to_words_without_an_embedding_model(
         await adapter.say("what about the puppy?")
     assert "I walked my puppy Biscuit" in fake.chat_requests[2]["messages"][-1]["content"]
     assert fake.embed_requests == []
+
+
+async def test_facts_are_still_taken_after_a_restart_lost_the_idle_timer(
+    fake: FakeOllama, tmp_path: Path
+) -> None:
+    adapter = FakePlatform()
+    config = config_for(fake.url, tmp_path, 'facts = true\nidle_after = "1h"')
+    async with bot(config, adapter, tmp_path):
+        await adapter.say("I drink green tea every morning", user="sam", chat="dm-sam")
+    assert not [r for r in fake.chat_requests if asks(r, FACTS_INSTRUCTIONS)]  # not idle yet
+
+    # Restarted after the conversation went quiet: the facts are taken at start.
+    quick = config_for(fake.url, tmp_path, 'facts = true\nidle_after = "1s"')
+    adapter = FakePlatform()
+    async with bot(quick, adapter, tmp_path) as b:
+        await fake.wait_for(lambda: any(asks(r, FACTS_INSTRUCTIONS) for r in fake.chat_requests))
+        await settled(b)
+        shown = await ask(adapter, "/memory", user="sam", chat="dm-sam")
+    assert shown[-1].startswith("What I remember about you:\n1. likes green tea")

@@ -403,3 +403,16 @@ async def test_sampling_options_and_the_adapter_are_edited_too(site: Site) -> No
     pirate = site.bot.config.personas["pirate"]
     assert (pirate.top_k, pirate.num_ctx, pirate.seed) == (40, 4096, 7)
     assert pirate.prompt == "You talk like a pirate."  # fields not sent are kept
+
+
+async def test_a_conversation_s_summary_is_shown_with_its_transcript(site: Site) -> None:
+    await site.adapter.say("hello")
+    memory = site.bot.memory
+    assert memory is not None
+    await memory.store.save_summary(1, text="SUMMARY <b>of</b> the start", covers_through=1)
+    async with (
+        await logged_in(site) as session,
+        session.get(site.url + "/conversations/1") as answer,
+    ):
+        page = await answer.text()
+    assert "SUMMARY &lt;b&gt;of&lt;/b&gt; the start" in page

@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from llamabot.durations import seconds
@@ -87,6 +88,7 @@ class Memory:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._windows: dict[int, int] = {}  # conversation -> its window's oldest message
         self._worker: asyncio.Task[None] | None = None
+        self._catching_up: asyncio.Task[None] | None = None
         self.jobs_done = 0  # background jobs finished (for tests and the benchmark)
         self._done = asyncio.Condition()
 
@@ -94,12 +96,47 @@ class Memory:
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name="memory")
+        self._catching_up = asyncio.create_task(self._catch_up(), name="memory catch-up")
+
+    async def _catch_up(self) -> None:
+        """Idle timers live in memory: at start, set them again (or queue the work at
+        once) for the conversations whose facts were not taken before the stop."""
+        from llamabot.events import ChannelRef
+
+        config = self._config()
+        if not any(p.memory.facts for p in config.personas.values()):
+            return
+        try:
+            waiting = await self.store.waiting_for_facts()
+        except Exception:
+            log.exception("memory: could not find the conversations waiting for facts")
+            return
+        loop = asyncio.get_running_loop()
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for found in waiting:
+            channel = ChannelRef(
+                found.platform, found.chat_id, found.thread_id, is_private=found.is_private
+            )
+            resolved = config.persona_for(channel)
+            if not self.facts_on(resolved) or found.conversation_id in self._timers:
+                continue
+            job = Job("facts", found.conversation_id, resolved.name, found.is_private)
+            idle = seconds(resolved.persona.memory.idle_after)
+            waited = (now - found.said_at).total_seconds() if found.said_at else idle
+            if waited >= idle:
+                self._enqueue(job)
+            else:
+                self._timers[found.conversation_id] = loop.call_later(
+                    idle - waited, self._enqueue, job
+                )
 
     async def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         running = [self._running[1]] if self._running is not None else []
+        if self._catching_up is not None:
+            running.append(self._catching_up)
         if self._worker is not None:
             running.append(self._worker)
             self._worker = None

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from llamabot.storage.models import Message, PersonFact, Summary
+from llamabot.storage.models import Conversation, Message, PersonFact, Summary
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,18 @@ class OldTurn:
     author_id: str | None
     author_name: str | None
     content: str
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A conversation whose people's newest words facts were not taken from yet."""
+
+    conversation_id: int
+    platform: str
+    chat_id: str
+    thread_id: str | None
+    is_private: bool
+    said_at: datetime | None
 
 
 _NO_SUMMARY = SavedSummary("", 0, 0, 0)
@@ -175,6 +187,41 @@ class MemoryStore:
                 .limit(limit)
             )
             return [OldTurn(*row) for row in rows]
+
+    async def waiting_for_facts(self) -> list[Waiting]:
+        """Conversations with messages from people that facts were not taken from yet
+        (a restart lost their idle timers)."""
+        last_said = (
+            select(func.max(Message.id))
+            .where(
+                Message.conversation_id == Conversation.id,
+                Message.role == "user",
+                Message.status == "ok",
+            )
+            .scalar_subquery()
+        )
+        taken = (
+            select(Summary.facts_through)
+            .where(Summary.conversation_id == Conversation.id)
+            .scalar_subquery()
+        )
+        query = select(
+            Conversation.id,
+            Conversation.platform,
+            Conversation.chat_id,
+            Conversation.thread_id,
+            Conversation.is_private,
+            last_said,
+        ).where(last_said > func.coalesce(taken, 0))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            found = []
+            for row in rows:
+                at = (
+                    await conn.execute(select(Message.created_at).where(Message.id == row[5]))
+                ).scalar()
+                found.append(Waiting(row[0], row[1], row[2], row[3], row[4], at))
+        return found
 
     # -- facts -------------------------------------------------------------------------
 

@@ -686,10 +686,13 @@ class AdminPage:
         people = sorted(
             {(line.author_id, line.author_name or "") for line in lines if line.author_id}
         )
+        memory = self.parts.memory
+        summary = (await memory.summary(conversation_id)).text if memory is not None else ""
         return self._page(
             request,
             "transcript.html",
             conversation=found,
+            summary=summary,
             lines=lines,
             hits=hits,
             query=query,
