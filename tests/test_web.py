@@ -416,3 +416,19 @@ async def test_a_conversation_s_summary_is_shown_with_its_transcript(site: Site)
     ):
         page = await answer.text()
     assert "SUMMARY &lt;b&gt;of&lt;/b&gt; the start" in page
+
+
+async def test_a_transcript_goes_to_a_date_and_to_one_person(site: Site) -> None:
+    import sqlite3
+
+    await site.adapter.say("said long ago", user="ada")
+    await site.adapter.say("said today", user="bob")
+    with sqlite3.connect(site.path.parent / "bot.db") as db:
+        db.execute("UPDATE messages SET created_at = '2025-03-01 10:00:00' WHERE id <= 2")
+    async with await logged_in(site) as session:
+        async with session.get(site.url + "/conversations/1?date=2025-03-01") as answer:
+            dated = re.findall(r'<div class="text">([^<]*)</div>', await answer.text())
+        async with session.get(site.url + "/conversations/1?person=console:bob") as answer:
+            bobs = re.findall(r'<div class="text">([^<]*)</div>', await answer.text())
+    assert dated[-1] == "said long ago" and "said today" not in dated
+    assert bobs == ["said today"]

@@ -133,9 +133,11 @@ async def transcript(
     *,
     before: int | None = None,
     person: str = "",
+    until: datetime | None = None,
     limit: int = PAGE,
 ) -> list[TranscriptLine]:
-    """A conversation's messages, newest first, through the (conversation_id, id) index."""
+    """A conversation's messages, newest first, through the (conversation_id, id) index;
+    ``until`` starts the page at that time (a date to go to)."""
     query = (
         select(
             Message.id,
@@ -155,5 +157,7 @@ async def transcript(
         query = query.where(Message.id < before)
     if person:
         query = query.where(Message.author_id == person)
+    if until is not None:
+        query = query.where(Message.created_at < until)
     async with engine.connect() as conn:
         return [TranscriptLine(*row) for row in await conn.execute(query.limit(limit))]

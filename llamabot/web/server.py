@@ -19,6 +19,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -681,7 +682,11 @@ class AdminPage:
         else:
             hits = []
             lines = await queries.transcript(
-                engine, conversation_id, before=_int(request.query.get("before")), person=person
+                engine,
+                conversation_id,
+                before=_int(request.query.get("before")),
+                person=person,
+                until=_day_after(request.query.get("date", "")),
             )
         people = sorted(
             {(line.author_id, line.author_name or "") for line in lines if line.author_id}
@@ -697,6 +702,7 @@ class AdminPage:
             hits=hits,
             query=query,
             person=person,
+            date=request.query.get("date", ""),
             people=people,
             older=lines[-1].id if len(lines) == queries.PAGE else None,
         )
@@ -905,6 +911,14 @@ def _event(line: Any) -> bytes:
 def _who(request: web.Request) -> str:
     session: Session = request[SESSION]
     return f"{session.user}@{request.remote or '?'}"
+
+
+def _day_after(value: str) -> datetime | None:
+    """``YYYY-MM-DD`` as the moment its day ends (UTC), for "go to this date"."""
+    try:
+        return datetime.strptime(value, "%Y-%m-%d") + timedelta(days=1) if value else None
+    except ValueError:
+        return None
 
 
 def _int(value: str | None) -> int | None:
