@@ -40,6 +40,12 @@ def startup_problems(config: Config, path: Path) -> list[str]:
             "developer portal (Bot -> Reset Token)"
         )
     web = config.web
+    taken = _taken(web.listen)
+    if taken:
+        problems.append(
+            f"{at('web', 'listen')}: [web] listen = {web.listen!r}: {taken}; choose another "
+            'port for the admin page, or listen = "" for none'
+        )
     for key, name in (("tls_cert", web.tls_cert), ("tls_key", web.tls_key)):
         if web.listen and name and not (path.parent / name).is_file():
             problems.append(
@@ -79,6 +85,26 @@ def startup_problems(config: Config, path: Path) -> list[str]:
         if model is not None:
             problems.append(f"{at('llm', 'embedded', 'model_path')}: {model}")
     return problems
+
+
+def _taken(listen: str) -> str:
+    """Why the admin page could not listen on ``listen`` ("" when it can, or is off)."""
+    if not listen:
+        return ""
+    import socket
+
+    host, _, port = listen.rpartition(":")
+    if int(port) == 0:
+        return ""
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, int(port)))
+    except OSError as exc:
+        return f"the port is taken or the address is not this machine's ({exc.strerror or exc})"
+    return ""
 
 
 def _env(name: str) -> str:

@@ -19,12 +19,15 @@ token_env = "PREFLIGHT_TOKEN"
 mode = "webhook"
 webhook_url = "https://example.org/hook"
 secret_token_env = "PREFLIGHT_SECRET"
+
+[web]
+listen = "{listen}"
 """
 
 
-def problems(tmp_path: Path, db: str = "bot.db") -> list[str]:
+def problems(tmp_path: Path, db: str = "bot.db", listen: str = "127.0.0.1:0") -> list[str]:
     path = tmp_path / "bot.toml"
-    path.write_text(TELEGRAM.format(db=db))
+    path.write_text(TELEGRAM.format(db=db, listen=listen))
     return startup_problems(load_config(path), path)
 
 
@@ -53,3 +56,19 @@ def test_each_problem_points_at_its_table(tmp_path: Path, monkeypatch: pytest.Mo
     assert "PREFLIGHT_TOKEN" in found[0]
     assert "PREFLIGHT_SECRET" in found[1]
     assert f"mkdir -p {tmp_path / 'missing'}" in found[2]
+
+
+def test_a_taken_admin_page_port_is_named_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setenv("PREFLIGHT_TOKEN", "123:abc")
+    monkeypatch.setenv("PREFLIGHT_SECRET", "s3cret_token-1")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        [problem] = problems(tmp_path, listen=f"127.0.0.1:{port}")
+    assert f"[web] listen = '127.0.0.1:{port}': the port is taken" in problem
+    assert problem.startswith(str(tmp_path / "bot.toml") + ":")

@@ -174,6 +174,7 @@ async def test_a_missing_token_stops_the_start_with_the_variable_to_set(tmp_path
     config.write_text(
         '[storage]\nurl = "sqlite+aiosqlite:///bot.db"\n[llm]\nbackend = "embedded"\n'
         '[telegram]\nenabled = true\ntoken_env = "NO_SUCH_TOKEN_VAR"\n'
+        '[web]\nlisten = "127.0.0.1:0"\n'
     )
     env = {k: v for k, v in os.environ.items() if k != "NO_SUCH_TOKEN_VAR"}
     process = await asyncio.create_subprocess_exec(
@@ -197,6 +198,7 @@ async def test_every_start_up_problem_is_reported_at_once_before_anything_starts
         '[discord]\nenabled = true\ntoken_env = "NO_DISCORD_TOKEN_VAR"\n'
         '[telegram]\nenabled = true\ntoken_env = "NO_TELEGRAM_TOKEN_VAR"\nmode = "webhook"\n'
         'webhook_url = "https://example.org/hook"\nsecret_token_env = "NO_SECRET_VAR"\n'
+        '[web]\nlisten = "127.0.0.1:0"\n'  # whatever holds 8780 on this machine
     )
     unset = ("NO_DISCORD_TOKEN_VAR", "NO_TELEGRAM_TOKEN_VAR", "NO_SECRET_VAR")
     env = {k: v for k, v in os.environ.items() if k not in unset}
