@@ -432,3 +432,34 @@ async def test_a_transcript_goes_to_a_date_and_to_one_person(site: Site) -> None
             bobs = re.findall(r'<div class="text">([^<]*)</div>', await answer.text())
     assert dated[-1] == "said long ago" and "said today" not in dated
     assert bobs == ["said today"]
+
+
+async def test_every_page_on_sqlite_and_postgresql(store_url: str, tmp_path: Path) -> None:
+    async with running_site(tmp_path, storage=store_url) as site:
+        await site.adapter.say("the quick brown fox", user="ada", title="Fox chat")
+        await site.adapter.say("/remind 2h feed the fox", user="ada")
+        async with await logged_in(site) as session:
+            for page in [
+                *PAGES,
+                "/conversations/1",
+                "/conversations/1?q=fox",
+                "/conversations/1?date=2099-01-01",
+                "/conversations/1?person=console:ada",
+                "/conversations/1/export?format=sharegpt",
+            ]:
+                async with session.get(site.url + page) as answer:
+                    assert answer.status == 200, page
+                    body = await answer.text()
+                    if page == "/conversations/1?q=fox":
+                        assert "the quick brown fox" in body
+                    if page == "/conversations":
+                        assert "Fox chat" in body
+            csrf, _ = await csrf_of(session, site)
+            form = {"csrf": csrf, "person": "console:ada", "back": "/conversations/1"}
+            async with session.post(
+                site.url + "/people/forget", data=form, headers={"Origin": site.url}
+            ) as answer:
+                assert answer.status == 200
+                assert "quick brown fox" not in await answer.text()
+        assert site.bot.scheduler is not None
+        assert await site.bot.scheduler.everything_pending() == []  # the reminder went too

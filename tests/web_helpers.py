@@ -19,7 +19,8 @@ from tests.fakes.ollama import FakeOllama
 TOKEN = "discord-token-SECRET-4711"
 
 
-def bot_toml(ollama: str, tmp_path: Path, web: str = "") -> str:
+def bot_toml(ollama: str, tmp_path: Path, web: str = "", storage: str | None = None) -> str:
+    url = storage or f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
     return f"""# the admin's own comment, kept across edits
 [bot]
 admins = ["console:root"]
@@ -28,7 +29,7 @@ backend = "ollama"
 [llm.ollama]
 host = "{ollama}"
 [storage]
-url = "sqlite+aiosqlite:///{tmp_path / "bot.db"}"
+url = "{url}"
 [discord]
 token_env = "WEB_TEST_DISCORD_TOKEN"
 [personas.assistant]
@@ -63,10 +64,12 @@ class Site:
 
 
 @contextlib.asynccontextmanager
-async def running_site(tmp_path: Path, web: str = "") -> AsyncIterator[Site]:
+async def running_site(
+    tmp_path: Path, web: str = "", storage: str | None = None
+) -> AsyncIterator[Site]:
     async with FakeOllama() as ollama:
         path = tmp_path / "bot.toml"
-        path.write_text(bot_toml(ollama.url, tmp_path, web), encoding="utf-8")
+        path.write_text(bot_toml(ollama.url, tmp_path, web, storage), encoding="utf-8")
         config = load_config(path)
         adapter = FakePlatform()
         bot = Bot(
