@@ -515,6 +515,12 @@ class Resolved:
     access: AccessSection = field(default_factory=AccessSection)
     memory: bool = True  # the binding allows memory (the persona says which kinds)
 
+    @property
+    def keeps_facts(self) -> bool:
+        """Whether facts about people are kept here: the persona keeps them and the
+        binding allows memory."""
+        return self.memory and self.persona.memory.facts
+
 
 def _overlay(base: Section, override: Section | None) -> Any:
     """``base`` with the keys the admin wrote in ``override`` (not its defaults)."""

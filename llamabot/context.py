@@ -213,7 +213,7 @@ class PluginContexts:
         config = self.config()
         is_admin = config.is_admin(inbound.channel.platform, inbound.author.id)
         wanted = resolved.persona.tools
-        if resolved.memory and resolved.persona.memory.facts and REMEMBER_TOOL not in wanted:
+        if resolved.keeps_facts and REMEMBER_TOOL not in wanted:
             wanted = [*wanted, REMEMBER_TOOL]  # facts are kept: the model may note them
         tools = self.plugins.tools.for_turn(wanted, is_admin=is_admin)
         return TurnTools(

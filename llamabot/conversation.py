@@ -353,7 +353,7 @@ class Conversation:
     ) -> TurnTools | None:
         """The tools this reply may offer the model: none when the persona lists none,
         none of them exists for this person, or the model cannot call tools."""
-        if self._tools is None or not (resolved.persona.tools or Memory.facts_on(resolved)):
+        if self._tools is None or not (resolved.persona.tools or resolved.keeps_facts):
             return None
         tools = self._tools(inbound, adapter, resolved)
         if not tools.tools:

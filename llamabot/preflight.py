@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from llamabot.config import Config, resolve_storage_url
+from llamabot.config import Config, WebSection, resolve_storage_url
 from llamabot.errors import StartupError
 from llamabot.storage.failures import folder_problem
 from llamabot.tomlpos import locate_key
@@ -40,7 +40,7 @@ def startup_problems(config: Config, path: Path) -> list[str]:
             "developer portal (Bot -> Reset Token)"
         )
     web = config.web
-    taken = _taken(web.listen)
+    taken = _taken(web) if web.listen else ""
     if taken:
         problems.append(
             f"{at('web', 'listen')}: [web] listen = {web.listen!r}: {taken}; choose another "
@@ -87,21 +87,18 @@ def startup_problems(config: Config, path: Path) -> list[str]:
     return problems
 
 
-def _taken(listen: str) -> str:
-    """Why the admin page could not listen on ``listen`` ("" when it can, or is off)."""
-    if not listen:
-        return ""
+def _taken(web: WebSection) -> str:
+    """Why the admin page could not listen on ``[web] listen`` ("" when it can)."""
     import socket
 
-    host, _, port = listen.rpartition(":")
-    if int(port) == 0:
+    host, port = web.host_port
+    if port == 0:
         return ""
-    host = host.strip("[]") or "127.0.0.1"
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, int(port)))
+            probe.bind((host, port))
     except OSError as exc:
         return f"the port is taken or the address is not this machine's ({exc.strerror or exc})"
     return ""

@@ -53,9 +53,7 @@ class PersonMemory:
     @property
     def keeps_facts(self) -> bool:
         """Whether the persona here keeps facts about people."""
-        from llamabot.memory import Memory
-
-        return self._memory is not None and Memory.facts_on(self._persona)
+        return self._memory is not None and self._persona.keeps_facts
 
     async def facts(self) -> list[Fact]:
         """Every fact kept about this person (any persona), oldest first: ``/memory``

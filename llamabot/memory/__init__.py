@@ -118,7 +118,7 @@ class Memory:
                 found.platform, found.chat_id, found.thread_id, is_private=found.is_private
             )
             resolved = config.persona_for(channel)
-            if not self.facts_on(resolved) or found.conversation_id in self._timers:
+            if not resolved.keeps_facts or found.conversation_id in self._timers:
                 continue
             job = Job("facts", found.conversation_id, resolved.name, found.is_private)
             idle = seconds(resolved.persona.memory.idle_after)
@@ -156,11 +156,6 @@ class Memory:
         context = persona.num_ctx or await self._model.context_length(persona.model)
         return context is not None and 0 < context < SMALL_CONTEXT
 
-    @staticmethod
-    def facts_on(resolved: Resolved) -> bool:
-        """Whether this persona keeps facts about people here."""
-        return resolved.memory and resolved.persona.memory.facts
-
     async def for_window(
         self, conversation_id: int, resolved: Resolved, inbound: Inbound
     ) -> WindowMemory:
@@ -170,7 +165,7 @@ class Memory:
         if await self.summaries_on(resolved):
             summary = (await self.store.summary(conversation_id)).text
         facts: list[Fact] = []
-        if self.facts_on(resolved):
+        if resolved.keeps_facts:
             person = inbound.author.qualified_id(inbound.channel.platform)
             facts = self.usable(await self.store.facts(person), resolved, inbound)
         if not summary and not facts:
@@ -213,7 +208,7 @@ class Memory:
             self._enqueue(Job("summary", conversation_id, resolved.name))
         if resolved.memory and self._config().memory.embed_model:
             self._enqueue(Job("embed", conversation_id, resolved.name))
-        if self.facts_on(resolved):
+        if resolved.keeps_facts:
             old = self._timers.pop(conversation_id, None)
             if old is not None:
                 old.cancel()

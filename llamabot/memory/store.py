@@ -198,6 +198,7 @@ class MemoryStore:
                 Message.role == "user",
                 Message.status == "ok",
             )
+            .correlate(Conversation)  # not to said_at's messages, below
             .scalar_subquery()
         )
         taken = (
@@ -205,23 +206,17 @@ class MemoryStore:
             .where(Summary.conversation_id == Conversation.id)
             .scalar_subquery()
         )
+        said_at = select(Message.created_at).where(Message.id == last_said).scalar_subquery()
         query = select(
             Conversation.id,
             Conversation.platform,
             Conversation.chat_id,
             Conversation.thread_id,
             Conversation.is_private,
-            last_said,
+            said_at,
         ).where(last_said > func.coalesce(taken, 0))
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-            found = []
-            for row in rows:
-                at = (
-                    await conn.execute(select(Message.created_at).where(Message.id == row[5]))
-                ).scalar()
-                found.append(Waiting(row[0], row[1], row[2], row[3], row[4], at))
-        return found
+            return [Waiting(*row) for row in await conn.execute(query)]
 
     # -- facts -------------------------------------------------------------------------
 

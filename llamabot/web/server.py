@@ -29,7 +29,8 @@ from aiohttp import web
 
 from llamabot.audit import AuditLog
 from llamabot.config import Config, ConfigError, WebSection
-from llamabot.config_editor import ConfigChanged, edit_config, read_for_edit
+from llamabot.config_editor import ConfigChanged, ConfigEditor, read_for_edit
+from llamabot.llm.base import Health
 from llamabot.web import queries
 from llamabot.web.logs import LogTail
 from llamabot.web.security import (
@@ -357,13 +358,13 @@ class AdminPage:
     async def overview(self, request: web.Request) -> web.StreamResponse:
         bot = self.parts.bot
         platforms = [adapter.platform for adapter in bot.adapters] if bot else []
-        health = None
+        health: Health | None = None
         if bot is not None:
             try:
                 async with asyncio.timeout(3):
                     health = await bot.model.health()
             except Exception as exc:  # a model server down is what the page should show
-                health = type("Down", (), {"ok": False, "detail": str(exc) or "no answer"})()
+                health = Health(ok=False, detail=str(exc) or "no answer within 3 s")
         errors = sum(
             1
             for line in self.parts.logs.lines
@@ -833,17 +834,27 @@ class AdminPage:
     async def _edit(
         self, request: web.Request, change: Callable[[TOMLDocument], None], what: str, version: str
     ) -> tuple[str, str] | None:
-        """Write a change to bot.toml; None when done, else ("invalid" | "changed", text)."""
+        """Write a change to bot.toml; None when done, else ("invalid" | "changed", text).
+
+        The same checked editor as the admin commands: validated, atomic, in force for
+        the next message, and in the audit log with its diff (written before the page
+        that shows it is served)."""
+        who = _who(request)
+        editor = ConfigEditor(
+            self.parts.config_path,
+            self.parts.apply,
+            allowed=True,  # the guard let only an admin's session through
+            audit=lambda done, diff: self.parts.audit.record_soon(who, done, diff),
+        )
         try:
-            done = edit_config(self.parts.config_path, change, based_on=version or None)
+            editor.edit(change, what=what, based_on=version or None)
         except ConfigChanged as exc:
             return "changed", exc.diff
         except ConfigError as exc:
             return "invalid", "; ".join(exc.problems)
         except (KeyError, IndexError) as exc:
             return "invalid", f"not found in bot.toml: {exc}"
-        self.parts.apply(done.config)
-        await self.parts.audit.record(_who(request), what, done.diff)
+        await self.parts.audit.settle()
         return None
 
     def _count(self, text: str) -> int:
