@@ -403,6 +403,36 @@ async def test_server_restart_mid_poll_loses_and_repeats_no_update(
     assert any(c.error == CUT for c in fake.calls_of("getUpdates"))
 
 
+async def test_a_batch_the_inbox_refused_is_fetched_again_and_answered_once_in_order(
+    make_config: MakeConfig, fake: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The updates of one getUpdates answer are taken together (one inbox write). When that
+    # write fails, none of them is confirmed: they come again and are answered once each.
+    from llamabot.storage.inbox import Inbox
+
+    put = Inbox.put
+    refused: list[str] = []
+
+    async def refuse_the_first_write(self: Inbox, inbound: Inbound) -> int | None:
+        if len(refused) < 3:
+            refused.append(inbound.text)
+            raise sa.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("disk I/O"))
+        return await put(self, inbound)
+
+    monkeypatch.setattr(Inbox, "put", refuse_the_first_write)
+    monkeypatch.setattr(telegram_adapter, "_backoff", lambda failures: 0)
+    sent = [fake.push_message(1001, text, from_user=ALICE) for text in ("one", "two", "three")]
+    model = ScriptedModel()
+    async with running(telegram_config(make_config, fake), model, fake) as bot:
+        for message in sent:
+            await answered(fake, bot, message)
+    assert refused == ["one", "two", "three"]  # the batch came in one answer
+    for message in sent:
+        assert len(fake.replies_to(1001, message.message_id)) == 1
+    assert [c.last_user for c in model.calls] == ["one", "two", "three"]
+    assert fake.pending_updates == []
+
+
 def stored(tmp_path: Path) -> list[tuple[str, str, str]]:
     """(role, status, content) of every stored message, oldest first."""
     with sqlite3.connect(tmp_path / "bot.db") as db:

@@ -347,15 +347,26 @@ class TelegramAdapter:
                 continue
             poll_failures = 0
             self._confirmed = self._offset
-            for update in updates:
-                try:
-                    await self._take(update)
-                except Exception as exc:  # the database refused it: fetch it again later
+            # A batch is taken together: its messages go into the inbox in one write, and
+            # are queued for the bot in the order Telegram sent them.
+            taken = await asyncio.gather(
+                *(self._take(update) for update in updates), return_exceptions=True
+            )
+            for update, failure in zip(updates, taken, strict=True):
+                if isinstance(failure, asyncio.CancelledError):
+                    raise failure
+                if isinstance(failure, Exception):  # the database refused it: fetch it again
                     take_failures += 1
                     if take_failures == 1:
-                        log.exception("could not queue Telegram update %s", update.update_id)
+                        log.error(
+                            "could not queue Telegram update %s",
+                            update.update_id,
+                            exc_info=failure,
+                        )
                     else:
-                        log.debug("could not queue Telegram update %s: %s", update.update_id, exc)
+                        log.debug(
+                            "could not queue Telegram update %s: %s", update.update_id, failure
+                        )
                     await asyncio.sleep(_backoff(take_failures))
                     break
                 take_failures = 0
