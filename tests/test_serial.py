@@ -1,11 +1,12 @@
-"""The history's serial connection: units handed in while one runs share a transaction
-(a group commit), and one unit's failure stays its own."""
+"""The history's serial connection: units handed in during one turn of the loop share a
+transaction (a group commit), one unit's failure stays its own, and a database locked by
+another connection is waited for in a thread, never on the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,42 +19,71 @@ from llamabot.storage.serial import SerialConnection
 def database(tmp_path: Path) -> Path:
     path = tmp_path / "serial.db"
     with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
     return path
+
+
+def insert(n: int, fail: bool = False):  # type: ignore[no-untyped-def]
+    def work(conn: Connection) -> int:
+        conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+        if fail:
+            raise ValueError(f"unit {n} fails")
+        return n
+
+    return work
+
+
+def stored(database: Path) -> list[int]:
+    with sqlite3.connect(database) as db:
+        return [row[0] for row in db.execute("SELECT n FROM t ORDER BY n")]
 
 
 async def test_a_failing_unit_in_a_group_fails_alone(database: Path) -> None:
     rollbacks: list[int] = []
     serial = SerialConnection(f"sqlite:///{database}", on_rollback=lambda: rollbacks.append(1))
-    gate, started = threading.Event(), threading.Event()
-
-    def insert(n: int):  # type: ignore[no-untyped-def]
-        def work(conn: Connection) -> int:
-            if n == 1:
-                started.set()
-                gate.wait(10)  # holds the thread: the next units wait and form one group
-            if n == 3:
-                conn.execute(text("INSERT INTO t VALUES (3)"))
-                raise ValueError("unit 3 fails")
-            conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
-            return n
-
-        return work
-
     try:
-        first = asyncio.ensure_future(serial.run(insert(1)))
-        await asyncio.to_thread(started.wait, 10)  # unit 1 is running in the thread
-        rest = [asyncio.ensure_future(serial.run(insert(n))) for n in (2, 3, 4)]
-        await asyncio.sleep(0)  # one turn of the loop: each hands its unit in, then waits
-        assert len(serial._waiting) == 3  # behind unit 1, as one group
-        gate.set()
-        assert await first == 1
-        results = await asyncio.gather(*rest, return_exceptions=True)
+        # Handed in during one turn of the loop: one group, one transaction.
+        results = await asyncio.gather(
+            *(serial.run(insert(n, fail=n == 3)) for n in (1, 2, 3, 4)),
+            return_exceptions=True,
+        )
     finally:
         await serial.aclose()
-    assert results[0] == 2 and results[2] == 4
-    assert isinstance(results[1], ValueError)
-    with sqlite3.connect(database) as db:
-        assert [row[0] for row in db.execute("SELECT n FROM t ORDER BY n")] == [1, 2, 4]
+    assert results[0] == 1 and results[1] == 2 and results[3] == 4
+    assert isinstance(results[2], ValueError)
+    assert stored(database) == [1, 2, 4]
     # The group was rolled back (and the cache told), then unit 3 alone failed again.
     assert len(rollbacks) == 2
+
+
+async def test_a_locked_database_is_waited_for_in_a_thread_not_on_the_loop(
+    database: Path,
+) -> None:
+    forgotten: list[int] = []
+    serial = SerialConnection(f"sqlite:///{database}", on_rollback=lambda: forgotten.append(1))
+    holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    try:
+        assert await serial.run(insert(1)) == 1  # on the loop's own connection
+        holder.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
+        first = asyncio.ensure_future(serial.run(insert(2)))
+        await asyncio.sleep(0.05)  # the loop turns while the unit waits for the lock
+        later = asyncio.ensure_future(serial.run(insert(3)))
+        ticks = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 0.2:
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks >= 10  # the event loop kept running throughout
+        assert not first.done() and not later.done()
+        holder.execute("COMMIT")
+        assert await asyncio.wait_for(first, 10) == 2
+        assert await asyncio.wait_for(later, 10) == 3
+        assert await serial.run(insert(4)) == 4  # and back on the loop
+    finally:
+        holder.close()
+        await serial.aclose()
+    assert stored(database) == [1, 2, 3, 4]
+    # Moving to the thread's connection and back: a cache must not trust either's
+    # data_version across the move.
+    assert len(forgotten) >= 2

@@ -1,46 +1,67 @@
-"""One synchronous connection, owned by one thread: a unit of work costs one thread hop.
+"""The history's own connection: the per-message units of work, run in group commits.
 
-Through aiosqlite every cursor call is its own trip to the driver's thread (a message's
-insert and window read take eight). Here a whole unit of work runs in the thread that
-owns the connection, and the event loop waits for it once.
+A unit is a few statements on indexed rows (store a turn, read a window, queue an inbox
+entry); through aiosqlite every cursor call would be a trip to the driver's thread.
 
-Units handed in while another runs go into the next transaction together (a group
-commit): under load many conversations' turns cost one commit, not one each. Results
-are handed back only once their transaction committed. When a unit fails, the group is
-rolled back and its units run again one by one, so one unit's failure is only its own.
+Units handed in during one turn of the event loop run together in one transaction (a
+group commit): under load many conversations' turns cost one commit, not one each.
+Results are handed back only once their transaction committed. When a unit fails, the
+group is rolled back and its units run again one by one, so a failure is only its own.
+
+Where a group runs: on the event loop itself, on a connection that never waits for a
+lock. A unit takes tens of microseconds there, a hop to a thread and back about a hundred
+and twenty, and a thread holding the GIL beside the loop slowed every platform call. When
+the database is busy (another connection holds SQLite's write lock: the admin page, the
+scheduler's job store, ``llamabot db`` in another process), the group goes to a thread
+whose connection waits for the lock; the units handed in meanwhile wait for it to commit,
+then go back to the loop, in order. The loop never waits for a lock, and the WAL
+is folded into the database (a checkpoint, with its fsync) in that thread too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import URL, Connection
+from sqlalchemy import URL, Connection, Engine, event
 
 from llamabot.storage.engine import create_sync_engine
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Unit = tuple[Callable[[Connection], Any], "asyncio.Future[Any]"]
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
+# Inline commits between two checkpoints in the thread (SQLite's own default folds the
+# WAL every 1,000 pages; a commit here writes a few).
+CHECKPOINT_EVERY = 200
+
 
 class SerialConnection:
-    """Runs ``work(connection)`` in a transaction on a dedicated thread.
+    """Runs ``work(connection)`` in a transaction, in the order handed in.
 
-    ``on_rollback`` is called (in that thread) when a group is rolled back, so a cache
-    filled by the units can forget what they did.
+    ``on_rollback`` is called when a group is rolled back, or the next group runs on the
+    other connection, so a cache filled by the units can forget what it holds.
     """
 
     def __init__(self, url: str | URL, on_rollback: Callable[[], None] | None = None) -> None:
         self._engine = create_sync_engine(url)
+        self._inline_engine = _never_waiting(create_sync_engine(url))
+        self._inline: Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="llamabot-history")
         self._waiting: deque[Unit] = deque()
         self._lock = threading.Lock()
-        self._draining = False
+        self._scheduled = False  # a group runs on the loop at its next turn
+        self._in_thread = False  # the thread is draining: new units go there too
+        self._last: str | None = None  # which connection ran the last group
+        self._commits = 0
         self._on_rollback = on_rollback
 
     async def run(self, work: Callable[[Connection], T]) -> T:
@@ -50,49 +71,165 @@ class SerialConnection:
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:
             self._waiting.append((work, future))
-            start, self._draining = not self._draining, True
+            start = not (self._in_thread or self._scheduled)
+            self._scheduled = self._scheduled or start
         if start:
-            self._thread.submit(self._drain, loop)
+            loop.call_soon(self._run_here, loop)
         return await future
 
-    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        while True:
-            with self._lock:
-                if not self._waiting:
-                    self._draining = False
-                    return
-                group = list(self._waiting)
-                self._waiting.clear()
-            outcomes = self._run_group(group)
-            loop.call_soon_threadsafe(_settle, outcomes)
+    # -- on the loop ---------------------------------------------------------------------
 
-    def _run_group(self, group: list[Unit]) -> list[Outcome]:
+    def _run_here(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._scheduled = False
+            group = list(self._waiting)
+            self._waiting.clear()
+        if not group:
+            return
+        try:
+            connection = self._inline_connection()
+        except Exception as exc:  # the thread's connection says why, unit by unit
+            log.debug("history: no connection on the loop (%s)", exc)
+            left = group
+        else:
+            self._switch_to("loop")
+            outcomes, left = self._run_group(connection, group, wait=False)
+            _settle(outcomes)
+            if outcomes:
+                self._commits += 1
+                if self._commits % CHECKPOINT_EVERY == 0:
+                    self._thread.submit(self._checkpoint)
+        if left:  # the write lock is held elsewhere: a thread waits for it
+            log.debug("history: the database is busy; %d units go to a thread", len(left))
+            with self._lock:
+                self._in_thread = True
+            self._thread.submit(self._drain, loop, left)
+
+    def _inline_connection(self) -> Connection:
+        if self._inline is None or self._inline.invalidated or self._inline.closed:
+            self._inline = self._inline_engine.connect()
+        return self._inline
+
+    def _back_on_loop(self, loop: asyncio.AbstractEventLoop, outcomes: list[Outcome]) -> None:
+        _settle(outcomes)
+        with self._lock:
+            self._in_thread = False
+            if not self._waiting or self._scheduled:
+                return
+            self._scheduled = True
+        loop.call_soon(self._run_here, loop)
+
+    # -- in the thread -------------------------------------------------------------------
+
+    def _drain(self, loop: asyncio.AbstractEventLoop, group: list[Unit]) -> None:
+        """Run ``group``, waiting for the lock; the units handed in meanwhile go back to
+        the loop (in order: they wait until this group's outcomes are settled)."""
+        self._switch_to("thread")
+        try:
+            with self._engine.connect() as connection:
+                outcomes, _ = self._run_group(connection, group, wait=True)
+        except Exception as exc:  # the database cannot be opened: each unit says so
+            outcomes = [(future, None, exc) for _, future in group]
+        loop.call_soon_threadsafe(self._back_on_loop, loop, outcomes)
+
+    def _checkpoint(self) -> None:
+        try:
+            with self._engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception as exc:  # the next one folds what this one could not
+            log.debug("history: WAL checkpoint skipped (%s)", exc)
+
+    # -- either --------------------------------------------------------------------------
+
+    def _switch_to(self, where: str) -> None:
+        # Each connection sees its own data_version: a cache checked against one must not
+        # be trusted on the other.
+        if self._last is not None and self._last != where:
+            self._forget_cache()
+        self._last = where
+
+    def _forget_cache(self) -> None:
+        if self._on_rollback is not None:
+            self._on_rollback()
+
+    def _run_group(
+        self, connection: Connection, group: list[Unit], *, wait: bool
+    ) -> tuple[list[Outcome], list[Unit]]:
+        """(outcomes, units left): the group in one transaction, or, when a unit fails,
+        each unit in its own. Without ``wait``, units that cannot get the write lock are
+        left, unrun, for the caller to hand to a connection that waits."""
         if len(group) > 1:
             try:
-                with self._engine.begin() as connection:
+                transaction = connection.begin()  # the loop's: BEGIN IMMEDIATE
+            except Exception:
+                if not wait:
+                    return [], group
+            else:
+                try:
                     values = [work(connection) for work, _ in group]
-                futures = [future for _, future in group]
-                return [(f, value, None) for f, value in zip(futures, values, strict=True)]
-            except BaseException:
-                if self._on_rollback is not None:
-                    self._on_rollback()
-                # Again one by one: only the unit that fails fails.
-        return [self._run_one(work, future) for work, future in group]
-
-    def _run_one(self, work: Callable[[Connection], Any], future: asyncio.Future[Any]) -> Outcome:
-        try:
-            with self._engine.begin() as connection:
-                return future, work(connection), None
-        except BaseException as exc:
-            if self._on_rollback is not None:
-                self._on_rollback()
-            return future, None, exc
+                    transaction.commit()
+                    futures = [future for _, future in group]
+                    done: list[Outcome] = [
+                        (f, v, None) for f, v in zip(futures, values, strict=True)
+                    ]
+                    return done, []
+                except BaseException:
+                    _roll_back(transaction)
+                    self._forget_cache()
+                    # Again one by one: only the unit that fails fails.
+        outcomes: list[Outcome] = []
+        for index, (work, future) in enumerate(group):
+            try:
+                transaction = connection.begin()
+            except Exception as exc:
+                if not wait:
+                    return outcomes, group[index:]
+                outcomes.append((future, None, exc))
+                continue
+            try:
+                value = work(connection)
+                transaction.commit()
+                outcomes.append((future, value, None))
+            except BaseException as exc:
+                _roll_back(transaction)
+                self._forget_cache()
+                outcomes.append((future, None, exc))
+        return outcomes, []
 
     async def aclose(self) -> None:
-        """Close the connection in its own thread, then the thread."""
+        """Close both connections (the thread's in its thread), then the thread."""
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
+        self._inline_engine.dispose()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._engine.dispose)
         self._thread.shutdown(wait=True)
+
+
+def _roll_back(transaction: Any) -> None:
+    if transaction.is_active:
+        with contextlib.suppress(Exception):  # a broken connection is replaced when next used
+            transaction.rollback()
+
+
+def _never_waiting(engine: Engine) -> Engine:
+    """The loop's connection: transactions take the write lock first (BEGIN IMMEDIATE),
+    and a lock held elsewhere fails at once instead of blocking the event loop."""
+
+    @event.listens_for(engine, "connect")
+    def no_waiting(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # transactions begin where we say
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=0")
+        cursor.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run in the thread
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def immediately(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
 
 
 def _settle(outcomes: list[Outcome]) -> None:
