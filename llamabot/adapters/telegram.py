@@ -42,6 +42,7 @@ from telegram.ext import Application, ApplicationBuilder, ExtBot
 
 from llamabot.adapters.base import BotHandle, DeliveryError, PlatformLimits
 from llamabot.adapters.telegram_html import markdown_to_html, visible_text
+from llamabot.adapters.telegram_requests import ConnectionPerCall
 from llamabot.config import TelegramSection
 from llamabot.errors import StartupError
 from llamabot.events import Author, ChannelRef, ImageRef, Inbound, SentMessage
@@ -191,6 +192,8 @@ class TelegramAdapter:
             .base_file_url(_file_url(section.base_url))
             .job_queue(None)  # llamabot has its own scheduler
             .updater(None)  # updates are fetched here, see the module docstring
+            # Replies in flight, plus room for a typing indicator and a lookup beside them.
+            .request(ConnectionPerCall(MAX_IN_FLIGHT + 2))
         )
         app = builder.build()
         self._app = app

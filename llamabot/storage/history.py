@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -42,13 +42,13 @@ class StoredMessage:
     reply_ms: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Turn:
+class Turn(NamedTuple):
     """A stored message as the history window returns it.
 
     ``tool_calls`` is an assistant turn's calls as stored (JSON text); a ``tool`` turn
     names the tool and the call it answers; ``images`` a person's pictures (JSON
-    references).
+    references). A tuple in the window query's column order: made from a row at a fifth
+    of a frozen dataclass's cost (a window makes one per message it shows).
     """
 
     role: str
@@ -249,7 +249,7 @@ def _fit(rows: Sequence[Sequence[Any]], max_tokens: int) -> list[Turn]:
         if turns and used + tokens > max_tokens:
             break
         used += tokens
-        turns.append(Turn(*row))
+        turns.append(Turn._make(row))
     turns.reverse()
     return turns
 
@@ -269,17 +269,18 @@ class HistoryStore:
     """Reads and writes conversation history. Every write is one transaction.
 
     The per-message work (store a turn, read the window) runs on a
-    :class:`SerialConnection`, one thread hop a unit; the rest uses the async engine.
+    :class:`SerialConnection`, in group commits on the event loop; the rest uses the async
+    engine.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._ids: dict[str, int] = {}
         self._titles: dict[str, str] = {}  # key -> the chat's name, as stored
-        # SQLite: one thread-owned connection. In memory, another connection would see
+        # SQLite: the history's own connection. In memory, another connection would see
         # another database; other databases are served by the async engine's pool.
         serial = engine.dialect.name == "sqlite" and not is_in_memory(engine.url)
-        # Only the serial connection's thread touches it (SQLite files only).
+        # Only the serial connection's units touch it, one group at a time (SQLite files).
         self._recent = RecentTurns() if serial else None
         self._serial = (
             SerialConnection(engine.url, on_rollback=self._recent.clear)

@@ -27,7 +27,7 @@ class _Tail:
 
 
 class RecentTurns:
-    """The cache; all calls come from the one thread that owns the SQLite connection."""
+    """The cache; all calls come from the history's units of work, one group at a time."""
 
     def __init__(self) -> None:
         self._tails: OrderedDict[int, _Tail] = OrderedDict()
