@@ -166,6 +166,7 @@ class ReplyStream:
         self._ended = asyncio.Event()  # set with _finished: ends the first-send hold early
         self._first_text_at: float | None = None
         self._pump_task: asyncio.Task[None] | None = None
+        self._typing_timer: asyncio.TimerHandle | None = None  # until typing_after_s
         self._typing_task: asyncio.Task[None] | None = None
         self.messages: list[SentMessage] = []
         self.edits = 0  # edit requests made (for the metrics)
@@ -179,8 +180,14 @@ class ReplyStream:
     def start(self) -> None:
         """Start the pump and the typing indicator (until the first message is sent)."""
         self._pump_task = asyncio.create_task(self._pump(), name=f"reply:{self._to.key}")
-        if self._limits.typing_interval_s is not None:
-            self._typing_task = asyncio.create_task(self._keep_typing())
+        if self._limits.typing_interval_s is None:
+            return
+        if self._limits.typing_after_s > 0:
+            # A timer, not a task: most replies start before it fires and it is dropped.
+            loop = asyncio.get_running_loop()
+            self._typing_timer = loop.call_later(self._limits.typing_after_s, self._begin_typing)
+        else:
+            self._begin_typing()
 
     def feed(self, delta: str) -> None:
         """Add model output; the platform catches up in the background."""
@@ -241,10 +248,13 @@ class ReplyStream:
         except TimeoutError:
             log.warning("could not tell %s in time that the reply was cut", self._to.key)
 
+    def _begin_typing(self) -> None:
+        self._typing_timer = None
+        if self._typing_task is None and not (self._finished or self.messages or self._text):
+            self._typing_task = asyncio.create_task(self._keep_typing())
+
     async def _keep_typing(self) -> None:
         interval = self._limits.typing_interval_s or 5.0
-        if self._limits.typing_after_s > 0:
-            await asyncio.sleep(self._limits.typing_after_s)
         # Once text came, the first message is on its way: no indicator for it.
         while self._live is None and not self.messages and not self._finished and not self._text:
             try:
@@ -254,6 +264,9 @@ class ReplyStream:
             await asyncio.sleep(interval)
 
     async def _stop_typing(self) -> None:
+        if self._typing_timer is not None:
+            self._typing_timer.cancel()
+            self._typing_timer = None
         if self._typing_task is not None:
             self._typing_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -385,5 +398,8 @@ class ReplyStream:
         return sent
 
     async def _stop_typing_soon(self) -> None:
+        if self._typing_timer is not None:
+            self._typing_timer.cancel()
+            self._typing_timer = None
         if self._typing_task is not None and not self._typing_task.done():
             self._typing_task.cancel()
