@@ -283,10 +283,15 @@ class HistoryStore:
         # Only the serial connection's units touch it, one group at a time (SQLite files).
         self._recent = RecentTurns() if serial else None
         self._serial = (
-            SerialConnection(engine.url, on_rollback=self._recent.clear)
+            SerialConnection(engine.url, on_rollback=self._recent.clear, on_begin=self._check)
             if self._recent is not None
             else None
         )
+
+    def _check(self, conn: Connection) -> None:
+        # Once a transaction: what other connections changed empties the cache.
+        if self._recent is not None:
+            self._recent.check(_data_version(conn))
 
     async def aclose(self) -> None:
         """Close the serial connection (the engine belongs to whoever created it)."""
@@ -366,8 +371,6 @@ class HistoryStore:
 
         def work(conn: Connection) -> list[Turn] | None:
             recent = self._recent
-            if recent is not None:
-                recent.check(_data_version(conn))
             stored = _insert(conn, conversation_id, message)
             if not stored:
                 return None

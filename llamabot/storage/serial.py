@@ -48,10 +48,16 @@ class SerialConnection:
     """Runs ``work(connection)`` in a transaction, in the order handed in.
 
     ``on_rollback`` is called when a group is rolled back, or the next group runs on the
-    other connection, so a cache filled by the units can forget what it holds.
+    other connection, so a cache filled by the units can forget what it holds;
+    ``on_begin(connection)`` at the start of every transaction, before its units.
     """
 
-    def __init__(self, url: str | URL, on_rollback: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        url: str | URL,
+        on_rollback: Callable[[], None] | None = None,
+        on_begin: Callable[[Connection], None] | None = None,
+    ) -> None:
         self._engine = create_sync_engine(url)
         self._inline_engine = _never_waiting(create_sync_engine(url))
         self._inline: Connection | None = None
@@ -63,6 +69,7 @@ class SerialConnection:
         self._last: str | None = None  # which connection ran the last group
         self._commits = 0
         self._on_rollback = on_rollback
+        self._on_begin = on_begin
 
     async def run(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a transaction; its result once that committed, or what it raised
@@ -148,6 +155,10 @@ class SerialConnection:
             self._forget_cache()
         self._last = where
 
+    def _began(self, connection: Connection) -> None:
+        if self._on_begin is not None:
+            self._on_begin(connection)
+
     def _forget_cache(self) -> None:
         if self._on_rollback is not None:
             self._on_rollback()
@@ -166,6 +177,7 @@ class SerialConnection:
                     return [], group
             else:
                 try:
+                    self._began(connection)
                     values = [work(connection) for work, _ in group]
                     transaction.commit()
                     futures = [future for _, future in group]
@@ -187,6 +199,7 @@ class SerialConnection:
                 outcomes.append((future, None, exc))
                 continue
             try:
+                self._began(connection)
                 value = work(connection)
                 transaction.commit()
                 outcomes.append((future, value, None))
