@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, text
 
+from llamabot.storage.engine import create_engine
+from llamabot.storage.pooled import PooledGroups
 from llamabot.storage.serial import SerialConnection
 
 
@@ -87,3 +89,36 @@ async def test_a_locked_database_is_waited_for_in_a_thread_not_on_the_loop(
     # Moving to the thread's connection and back: a cache must not trust either's
     # data_version across the move.
     assert len(forgotten) >= 2
+
+
+async def test_on_a_pool_the_units_of_one_loop_turn_share_a_transaction_and_fail_alone(
+    store_url: str,
+) -> None:
+    # PostgreSQL's path (the SQLite file here runs the same code through aiosqlite's pool).
+    engine = create_engine(store_url)
+    groups = PooledGroups(engine)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        transactions: list[int] = []
+
+        def insert_noting(n: int, fail: bool = False):  # type: ignore[no-untyped-def]
+            def work(conn: Connection) -> int:
+                transactions.append(id(conn.get_transaction()))
+                return insert(n, fail)(conn)  # type: ignore[no-any-return]
+
+            return work
+
+        results = await asyncio.gather(
+            *(groups.run(insert_noting(n, fail=n == 3)) for n in (1, 2, 3, 4)),
+            return_exceptions=True,
+        )
+        assert results[0] == 1 and results[1] == 2 and results[3] == 4
+        assert isinstance(results[2], ValueError)
+        # One transaction until unit 3 failed in it; then each of the four in its own.
+        assert len(set(transactions[:3])) == 1 and len(transactions) == 3 + 4
+        async with engine.connect() as conn:
+            kept = (await conn.execute(text("SELECT n FROM t ORDER BY n"))).scalars().all()
+        assert list(kept) == [1, 2, 4]
+    finally:
+        await engine.dispose()

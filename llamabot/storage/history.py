@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from llamabot.events import ChannelRef
 from llamabot.storage.engine import is_in_memory
 from llamabot.storage.models import Conversation, Message, StoredImage
+from llamabot.storage.pooled import PooledGroups
 from llamabot.storage.recent import RecentTurns
 from llamabot.storage.serial import SerialConnection
 
@@ -268,9 +269,9 @@ async def found_messages(conn: AsyncConnection, ids: Sequence[int]) -> list[Foun
 class HistoryStore:
     """Reads and writes conversation history. Every write is one transaction.
 
-    The per-message work (store a turn, read the window) runs on a
-    :class:`SerialConnection`, in group commits on the event loop; the rest uses the async
-    engine.
+    The per-message work (store a turn, read the window) runs in group commits: on a
+    :class:`SerialConnection` on the event loop (SQLite), or on the async engine's pool
+    (:class:`PooledGroups`); the rest uses the async engine.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -287,6 +288,8 @@ class HistoryStore:
             if self._recent is not None
             else None
         )
+        # Other databases (and SQLite in memory): group commits on the engine's pool.
+        self._pooled = PooledGroups(engine)
 
     def _check(self, conn: Connection) -> None:
         # Once a transaction: what other connections changed empties the cache.
@@ -305,8 +308,7 @@ class HistoryStore:
     async def _unit(self, work: Callable[[Connection], T]) -> T:
         if self._serial is not None:
             return await self._serial.run(work)
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(work)
+        return await self._pooled.run(work)
 
     async def conversation_id(self, channel: ChannelRef, title: str | None = None) -> int:
         """The conversation row for a channel, created on first use; ``title`` (the

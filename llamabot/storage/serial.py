@@ -101,7 +101,7 @@ class SerialConnection:
         else:
             self._switch_to("loop")
             outcomes, left = self._run_group(connection, group, wait=False)
-            _settle(outcomes)
+            settle(outcomes)
             if outcomes:
                 self._commits += 1
                 if self._commits % CHECKPOINT_EVERY == 0:
@@ -118,7 +118,7 @@ class SerialConnection:
         return self._inline
 
     def _back_on_loop(self, loop: asyncio.AbstractEventLoop, outcomes: list[Outcome]) -> None:
-        _settle(outcomes)
+        settle(outcomes)
         with self._lock:
             self._in_thread = False
             if not self._waiting or self._scheduled:
@@ -166,48 +166,7 @@ class SerialConnection:
     def _run_group(
         self, connection: Connection, group: list[Unit], *, wait: bool
     ) -> tuple[list[Outcome], list[Unit]]:
-        """(outcomes, units left): the group in one transaction, or, when a unit fails,
-        each unit in its own. Without ``wait``, units that cannot get the write lock are
-        left, unrun, for the caller to hand to a connection that waits."""
-        if len(group) > 1:
-            try:
-                transaction = connection.begin()  # the loop's: BEGIN IMMEDIATE
-            except Exception:
-                if not wait:
-                    return [], group
-            else:
-                try:
-                    self._began(connection)
-                    values = [work(connection) for work, _ in group]
-                    transaction.commit()
-                    futures = [future for _, future in group]
-                    done: list[Outcome] = [
-                        (f, v, None) for f, v in zip(futures, values, strict=True)
-                    ]
-                    return done, []
-                except BaseException:
-                    _roll_back(transaction)
-                    self._forget_cache()
-                    # Again one by one: only the unit that fails fails.
-        outcomes: list[Outcome] = []
-        for index, (work, future) in enumerate(group):
-            try:
-                transaction = connection.begin()
-            except Exception as exc:
-                if not wait:
-                    return outcomes, group[index:]
-                outcomes.append((future, None, exc))
-                continue
-            try:
-                self._began(connection)
-                value = work(connection)
-                transaction.commit()
-                outcomes.append((future, value, None))
-            except BaseException as exc:
-                _roll_back(transaction)
-                self._forget_cache()
-                outcomes.append((future, None, exc))
-        return outcomes, []
+        return run_group(connection, group, wait=wait, began=self._began, forget=self._forget_cache)
 
     async def aclose(self) -> None:
         """Close both connections (the thread's in its thread), then the thread."""
@@ -218,6 +177,57 @@ class SerialConnection:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._engine.dispose)
         self._thread.shutdown(wait=True)
+
+
+def run_group(
+    connection: Connection,
+    group: list[Unit],
+    *,
+    wait: bool,
+    began: Callable[[Connection], None],
+    forget: Callable[[], None],
+) -> tuple[list[Outcome], list[Unit]]:
+    """(outcomes, units left): the group in one transaction, or, when a unit fails, each
+    unit in its own. Without ``wait``, units that cannot get the write lock are left, unrun,
+    for the caller to hand to a connection that waits. ``began(connection)`` runs at the
+    start of every transaction; ``forget()`` after every rollback."""
+    if len(group) > 1:
+        try:
+            transaction = connection.begin()  # the loop's: BEGIN IMMEDIATE
+        except Exception:
+            if not wait:
+                return [], group
+        else:
+            try:
+                began(connection)
+                values = [work(connection) for work, _ in group]
+                transaction.commit()
+                futures = [future for _, future in group]
+                done: list[Outcome] = [(f, v, None) for f, v in zip(futures, values, strict=True)]
+                return done, []
+            except BaseException:
+                _roll_back(transaction)
+                forget()
+                # Again one by one: only the unit that fails fails.
+    outcomes: list[Outcome] = []
+    for index, (work, future) in enumerate(group):
+        try:
+            transaction = connection.begin()
+        except Exception as exc:
+            if not wait:
+                return outcomes, group[index:]
+            outcomes.append((future, None, exc))
+            continue
+        try:
+            began(connection)
+            value = work(connection)
+            transaction.commit()
+            outcomes.append((future, value, None))
+        except BaseException as exc:
+            _roll_back(transaction)
+            forget()
+            outcomes.append((future, None, exc))
+    return outcomes, []
 
 
 def _roll_back(transaction: Any) -> None:
@@ -246,7 +256,8 @@ def _never_waiting(engine: Engine) -> Engine:
     return engine
 
 
-def _settle(outcomes: list[Outcome]) -> None:
+def settle(outcomes: list[Outcome]) -> None:
+    """Hand each unit's result (or failure) to whoever waits for it."""
     for future, value, error in outcomes:
         if future.cancelled():
             continue
