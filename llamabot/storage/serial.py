@@ -65,7 +65,7 @@ class SerialConnection:
         self._waiting: deque[Unit] = deque()
         self._lock = threading.Lock()
         self._scheduled = False  # a group runs on the loop at its next turn
-        self._in_thread = False  # the thread is draining: new units go there too
+        self._in_thread = False  # a group waits for the lock there: new units queue behind
         self._last: str | None = None  # which connection ran the last group
         self._commits = 0
         self._on_rollback = on_rollback
@@ -113,7 +113,11 @@ class SerialConnection:
             self._thread.submit(self._drain, loop, left)
 
     def _inline_connection(self) -> Connection:
-        if self._inline is None or self._inline.invalidated or self._inline.closed:
+        if self._inline is not None and (self._inline.invalidated or self._inline.closed):
+            with contextlib.suppress(Exception):  # broken: replaced below
+                self._inline.close()
+            self._inline = None
+        if self._inline is None:
             self._inline = self._inline_engine.connect()
         return self._inline
 
