@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -82,7 +82,8 @@ class Memory:
         self._jobs: asyncio.Queue[Job] = asyncio.Queue()
         self._queued: set[Job] = set()
         self._replying = 0
-        self._quiet = asyncio.Condition()
+        self._quiet = asyncio.Event()  # set while no reply is being written
+        self._quiet.set()
         self._running: tuple[Job, asyncio.Task[None]] | None = None
         self._current: Job | None = None  # taken from the queue, waiting or running
         self._timers: dict[int, asyncio.TimerHandle] = {}
@@ -180,22 +181,23 @@ class Memory:
         shared = inbound.channel.is_private or resolved.persona.memory.share_dm_memory
         return [f for f in facts if f.persona == resolved.name and (shared or not f.private)]
 
-    @contextlib.asynccontextmanager
-    async def replying(self) -> AsyncIterator[None]:
+    def replying(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Around a reply's model call: background jobs wait, and the one running is
         cancelled (and queued again)."""
+        return _Replying(self)
+
+    def _reply_began(self) -> None:
         self._replying += 1
+        self._quiet.clear()
         if self._running is not None:
             _, task = self._running
             if not task.done():
                 task.cancel()
-        try:
-            yield
-        finally:
-            self._replying -= 1
-            if not self._replying:
-                async with self._quiet:
-                    self._quiet.notify_all()
+
+    def _reply_ended(self) -> None:
+        self._replying -= 1
+        if not self._replying:
+            self._quiet.set()
 
     async def after_reply(
         self, conversation_id: int, resolved: Resolved, inbound: Inbound, window_start: int
@@ -269,8 +271,8 @@ class Memory:
             job = await self._jobs.get()
             self._queued.discard(job)
             self._current = job
-            async with self._quiet:
-                await self._quiet.wait_for(lambda: self._replying == 0)
+            while self._replying:
+                await self._quiet.wait()
             task = asyncio.create_task(self._run(job))
             self._running = (job, task)
             try:
@@ -396,3 +398,18 @@ class Memory:
             if isinstance(delta, str):
                 pieces.append(delta)
         return "".join(pieces).strip()
+
+
+class _Replying:
+    """``Memory.replying()``: a class, not a generator (it wraps every reply)."""
+
+    __slots__ = ("_memory",)
+
+    def __init__(self, memory: Memory) -> None:
+        self._memory = memory
+
+    async def __aenter__(self) -> None:
+        self._memory._reply_began()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._memory._reply_ended()
