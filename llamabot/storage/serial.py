@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -62,9 +60,8 @@ class SerialConnection:
         self._inline_engine = _never_waiting(create_sync_engine(url))
         self._inline: Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="llamabot-history")
-        self._waiting: deque[Unit] = deque()
-        self._lock = threading.Lock()
-        self._scheduled = False  # a group runs on the loop at its next turn
+        # Touched on the loop only: the thread is handed a group, and hands back outcomes.
+        self._waiting: list[Unit] = []
         self._in_thread = False  # a group waits for the lock there: new units queue behind
         self._last: str | None = None  # which connection ran the last group
         self._commits = 0
@@ -76,21 +73,15 @@ class SerialConnection:
         (nothing of it kept)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        with self._lock:
-            self._waiting.append((work, future))
-            start = not (self._in_thread or self._scheduled)
-            self._scheduled = self._scheduled or start
-        if start:
+        if not (self._waiting or self._in_thread):  # the first of this loop turn
             loop.call_soon(self._run_here, loop)
+        self._waiting.append((work, future))
         return await future
 
     # -- on the loop ---------------------------------------------------------------------
 
     def _run_here(self, loop: asyncio.AbstractEventLoop) -> None:
-        with self._lock:
-            self._scheduled = False
-            group = list(self._waiting)
-            self._waiting.clear()
+        group, self._waiting = self._waiting, []
         if not group:
             return
         try:
@@ -108,8 +99,7 @@ class SerialConnection:
                     self._thread.submit(self._checkpoint)
         if left:  # the write lock is held elsewhere: a thread waits for it
             log.debug("history: the database is busy; %d units go to a thread", len(left))
-            with self._lock:
-                self._in_thread = True
+            self._in_thread = True
             self._thread.submit(self._drain, loop, left)
 
     def _inline_connection(self) -> Connection:
@@ -123,12 +113,9 @@ class SerialConnection:
 
     def _back_on_loop(self, loop: asyncio.AbstractEventLoop, outcomes: list[Outcome]) -> None:
         settle(outcomes)
-        with self._lock:
-            self._in_thread = False
-            if not self._waiting or self._scheduled:
-                return
-            self._scheduled = True
-        loop.call_soon(self._run_here, loop)
+        self._in_thread = False
+        if self._waiting:  # handed in while the thread waited: their turn now
+            loop.call_soon(self._run_here, loop)
 
     # -- in the thread -------------------------------------------------------------------
 
