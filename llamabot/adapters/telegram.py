@@ -356,8 +356,8 @@ class TelegramAdapter:
                 *(self._take(update) for update in updates), return_exceptions=True
             )
             for update, failure in zip(updates, taken, strict=True):
-                if isinstance(failure, asyncio.CancelledError):
-                    raise failure
+                if isinstance(failure, BaseException) and not isinstance(failure, Exception):
+                    raise failure  # cancelled, or the process is going down
                 if isinstance(failure, Exception):  # the database refused it: fetch it again
                     take_failures += 1
                     if take_failures == 1:

@@ -120,8 +120,10 @@ R = TypeVar("R")
 
 
 class _GroupWrite(Generic[R]):
-    """Rows handed in while a write runs go into the next write together (a group
-    commit): under a burst, one transaction takes many. Results come back in order."""
+    """Rows handed in while a write runs go into the next write together: one unit of
+    work, one cursor and one statement list for a burst. (The history store commits the
+    units of a loop turn together anyway; a unit a row measured 3% slower in a Discord
+    burst.) Results come back in order."""
 
     def __init__(
         self, store: HistoryStore, write: Callable[[Connection, list[dict[str, Any]]], list[R]]
