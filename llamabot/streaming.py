@@ -264,11 +264,9 @@ class ReplyStream:
             await asyncio.sleep(interval)
 
     async def _stop_typing(self) -> None:
-        if self._typing_timer is not None:
-            self._typing_timer.cancel()
-            self._typing_timer = None
+        """No typing indicator from now on, and wait for one running to end."""
+        self._stop_typing_soon()
         if self._typing_task is not None:
-            self._typing_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._typing_task
             self._typing_task = None
@@ -394,10 +392,11 @@ class ReplyStream:
             self.delivery_failed = str(exc)
             return None
         self.messages.append(sent)
-        await self._stop_typing_soon()
+        self._stop_typing_soon()
         return sent
 
-    async def _stop_typing_soon(self) -> None:
+    def _stop_typing_soon(self) -> None:
+        """No typing indicator from now on: the timer dropped, one running cancelled."""
         if self._typing_timer is not None:
             self._typing_timer.cancel()
             self._typing_timer = None

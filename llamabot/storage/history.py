@@ -288,8 +288,9 @@ class HistoryStore:
             if self._recent is not None
             else None
         )
-        # Other databases (and SQLite in memory): group commits on the engine's pool.
-        self._pooled = PooledGroups(engine)
+        # Where the units run: that connection, or (other databases, and SQLite in memory)
+        # group commits on the engine's pool.
+        self._units: SerialConnection | PooledGroups = self._serial or PooledGroups(engine)
 
     def _check(self, conn: Connection) -> None:
         # Once a transaction: what other connections changed empties the cache.
@@ -306,9 +307,7 @@ class HistoryStore:
         return await self._unit(work)
 
     async def _unit(self, work: Callable[[Connection], T]) -> T:
-        if self._serial is not None:
-            return await self._serial.run(work)
-        return await self._pooled.run(work)
+        return await self._units.run(work)
 
     async def conversation_id(self, channel: ChannelRef, title: str | None = None) -> int:
         """The conversation row for a channel, created on first use; ``title`` (the
