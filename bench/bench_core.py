@@ -363,8 +363,10 @@ async def parallel(
     return time.perf_counter() - started, latencies
 
 
+# The window read as HistoryStore issues it (every column a turn carries).
 WINDOW_SQL = (
-    "SELECT role, content, author_name, tokens FROM messages "
+    "SELECT role, content, author_name, tokens, tool_calls, tool_name, tool_call_id, "
+    "images, id FROM messages "
     "WHERE conversation_id = ? AND status = 'ok' ORDER BY id DESC LIMIT 40"
 )
 
@@ -381,9 +383,6 @@ def raw_turns(path: Path, key: str, turns: int) -> list[float]:
         columns = [row[1] for row in db.execute("PRAGMA table_info(messages)") if row[1] != "id"]
         insert = (
             f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        )
-        window = WINDOW_SQL.replace(
-            "tokens FROM", "tokens, tool_calls, tool_name, tool_call_id, images, id FROM"
         )
 
         def row(role: str, text: str, i: int) -> list[Any]:
@@ -407,7 +406,7 @@ def raw_turns(path: Path, key: str, turns: int) -> list[float]:
             started = time.perf_counter()
             db.execute("BEGIN")
             db.execute(insert, row("user", f"benchmark message number {i}, please answer.", i))
-            db.execute(window, (cid,)).fetchall()
+            db.execute(WINDOW_SQL, (cid,)).fetchall()
             db.execute("COMMIT")
             db.execute("BEGIN")
             db.execute(insert, row("assistant", f"echo: benchmark message number {i}", i))
