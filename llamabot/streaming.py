@@ -3,6 +3,8 @@
 The model feeds text deltas into a :class:`ReplyStream`; one pump task brings the
 platform up to date — send on the first text, edit at most once per ``edit_interval_s``,
 continue in a new message past ``max_chars`` — so generation never waits on the network.
+A reply that is whole before the first send is due needs no pump task: ``finish`` sends
+it itself, in one request.
 """
 
 from __future__ import annotations
@@ -166,6 +168,7 @@ class ReplyStream:
         self._ended = asyncio.Event()  # set with _finished: ends the first-send hold early
         self._first_text_at: float | None = None
         self._pump_task: asyncio.Task[None] | None = None
+        self._pump_timer: asyncio.TimerHandle | None = None  # the first send's hold
         self._typing_timer: asyncio.TimerHandle | None = None  # until typing_after_s
         self._typing_task: asyncio.Task[None] | None = None
         self.messages: list[SentMessage] = []
@@ -178,8 +181,8 @@ class ReplyStream:
         return self._text
 
     def start(self) -> None:
-        """Start the pump and the typing indicator (until the first message is sent)."""
-        self._pump_task = asyncio.create_task(self._pump(), name=f"reply:{self._to.key}")
+        """Start the typing indicator (until the first message is sent); the pump starts
+        once there is something to show."""
         if self._limits.typing_interval_s is None:
             return
         if self._limits.typing_after_s > 0:
@@ -193,16 +196,18 @@ class ReplyStream:
         """Add model output; the platform catches up in the background."""
         if not delta or self._finished:
             return
-        if self._first_text_at is None:
-            self._first_text_at = time.monotonic()
         self._text += delta
         self._dirty.set()
+        if self._first_text_at is None:
+            self._first_text_at = time.monotonic()
+            self._start_pump_after(self._first_hold_s())
 
     def set_status(self, line: str | None) -> None:
         """Show ``line`` below the reply until it is cleared with ``None`` (a tool call
         running). It is never part of ``text`` and is gone from the finished reply."""
         self._status = line or ""
         self._dirty.set()
+        self._start_pump_after(0)
 
     def _status_suffix(self, pending: str) -> str:
         if not self._status or self._finished:
@@ -217,11 +222,13 @@ class ReplyStream:
         self._finished = True
         self._ended.set()
         self._dirty.set()
-        if self._pump_task is None:
-            self.start()
-        assert self._pump_task is not None
         try:
-            await self._pump_task
+            if self._pump_task is None:
+                # Whole before the first send was due: sent from here, no task needed.
+                self._cancel_pump_timer()
+                await self._pump()
+            else:
+                await self._pump_task
         finally:
             await self._stop_typing()
 
@@ -239,6 +246,7 @@ class ReplyStream:
             if self.delivery_failed is None:
                 self._text += f"\n\n{notice}" if self._text.strip() else notice
             self._dirty.set()
+        self._start_pump_after(0)
         pump = self._pump_task
         if pump is None:
             return
@@ -247,6 +255,27 @@ class ReplyStream:
                 await pump
         except TimeoutError:
             log.warning("could not tell %s in time that the reply was cut", self._to.key)
+
+    def _first_hold_s(self) -> float:
+        # Never longer than an edit would have to wait anyway.
+        return min(FIRST_SEND_HOLD_S, self._limits.edit_interval_s)
+
+    def _start_pump_after(self, delay_s: float) -> None:
+        """Start the pump task in ``delay_s`` (at once for 0), unless it runs already."""
+        if self._pump_task is not None:
+            return
+        if delay_s > 0:
+            if self._pump_timer is None:
+                loop = asyncio.get_running_loop()
+                self._pump_timer = loop.call_later(delay_s, self._start_pump_after, 0)
+            return
+        self._cancel_pump_timer()
+        self._pump_task = asyncio.create_task(self._pump(), name=f"reply:{self._to.key}")
+
+    def _cancel_pump_timer(self) -> None:
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
+            self._pump_timer = None
 
     def _begin_typing(self) -> None:
         self._typing_timer = None
@@ -327,9 +356,7 @@ class ReplyStream:
         """
         if self.messages or self._finished or self._first_text_at is None:
             return False
-        # Never longer than an edit would have to wait anyway.
-        hold_s = min(FIRST_SEND_HOLD_S, self._limits.edit_interval_s)
-        hold = self._first_text_at + hold_s - time.monotonic()
+        hold = self._first_text_at + self._first_hold_s() - time.monotonic()
         if hold <= 0:
             return False
         with contextlib.suppress(TimeoutError):
