@@ -169,7 +169,7 @@ class ReplyStream:
         self._first_text_at: float | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._pump_timer: asyncio.TimerHandle | None = None  # the first send's hold
-        self._typing_timer: asyncio.TimerHandle | None = None  # until typing_after_s
+        self._typing_timer: asyncio.Handle | None = None  # until typing_after_s
         self._typing_task: asyncio.Task[None] | None = None
         self.messages: list[SentMessage] = []
         self.edits = 0  # edit requests made (for the metrics)
@@ -186,9 +186,10 @@ class ReplyStream:
         if self._limits.typing_interval_s is None:
             return
         if self._limits.typing_after_s > 0:
-            # A timer, not a task: most replies start before it fires and it is dropped.
+            # Looked at once the model had its first turn: a reply whose text is there
+            # by then (a quick model) needs no timer.
             loop = asyncio.get_running_loop()
-            self._typing_timer = loop.call_later(self._limits.typing_after_s, self._begin_typing)
+            self._typing_timer = loop.call_soon(self._arm_typing, time.monotonic())
         else:
             self._begin_typing()
 
@@ -276,6 +277,15 @@ class ReplyStream:
         if self._pump_timer is not None:
             self._pump_timer.cancel()
             self._pump_timer = None
+
+    def _arm_typing(self, started: float) -> None:
+        """The typing indicator ``typing_after_s`` after ``started``, unless text came."""
+        self._typing_timer = None
+        if self._finished or self.messages or self._text:
+            return
+        due = started + self._limits.typing_after_s - time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._typing_timer = loop.call_later(max(due, 0), self._begin_typing)
 
     def _begin_typing(self) -> None:
         self._typing_timer = None

@@ -68,7 +68,8 @@ class FakePlatform:
     bot: BotHandle | None = None
     moderators: set[str] = field(default_factory=set)  # user ids is_moderator answers yes for
     files: dict[str, bytes] = field(default_factory=dict)  # what fetch_image serves, by source
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # a send or an edit
+    typed: asyncio.Event = field(default_factory=asyncio.Event)  # a typing indicator
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def start(self, bot: BotHandle) -> None:
@@ -105,6 +106,7 @@ class FakePlatform:
 
     async def typing(self, to: ChannelRef) -> None:
         self.calls.append(Call("typing", to.key, "", "", time.monotonic()))
+        self.typed.set()
 
     async def is_moderator(self, channel: ChannelRef, user_id: str) -> bool:
         return user_id in self.moderators

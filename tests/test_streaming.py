@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import time
 
 import pytest
 
@@ -169,3 +170,47 @@ async def test_a_reply_cut_before_its_first_word_still_tells_the_person() -> Non
     reply.start()
     await reply.cancel()
     assert adapter.messages_in(CHANNEL.key) == ["[interrupted: the bot is restarting]"]
+
+
+TYPING = PlatformLimits(
+    max_chars=2000, edit_interval_s=1.0, typing_interval_s=5.0, typing_after_s=0.05
+)
+
+
+async def test_a_reply_whole_before_its_first_send_is_one_request_with_no_typing() -> None:
+    adapter = FakePlatform(limits=TYPING)
+    reply = ReplyStream(adapter, CHANNEL, "m1")
+    tasks_before = len(asyncio.all_tasks())
+    reply.start()
+    reply.feed("All of it")
+    await asyncio.sleep(0)  # the model's turn ends: the typing timer is looked at
+    reply.feed(" at once.")
+    assert len(asyncio.all_tasks()) == tasks_before  # no pump task for a quick reply
+    await reply.finish()
+    await asyncio.sleep(0.1)  # past typing_after_s: nothing may fire late
+    assert [(c.kind, c.text) for c in adapter.calls] == [("send", "All of it at once.")]
+
+
+async def test_a_slow_first_word_shows_typing_then_one_message() -> None:
+    adapter = FakePlatform(limits=TYPING)
+    reply = ReplyStream(adapter, CHANNEL, "m1")
+    started = time.monotonic()
+    reply.start()
+    await adapter.typed.wait()
+    reply.feed("Finally.")
+    await reply.finish()
+    assert [c.kind for c in adapter.calls] == ["typing", "send"]
+    assert adapter.calls[0].at - started >= TYPING.typing_after_s * 0.95
+
+
+async def test_text_still_coming_after_the_first_send_hold_is_sent_then_edited() -> None:
+    adapter = FakePlatform(limits=PlatformLimits(max_chars=2000, edit_interval_s=0.05))
+    reply = ReplyStream(adapter, CHANNEL, "m1")
+    reply.start()
+    reply.feed("First words")
+    await adapter.changed.wait()  # the hold ran out with the reply unfinished: sent
+    assert adapter.messages_in(CHANNEL.key) == ["First words"]
+    reply.feed(", then the rest.")
+    await reply.finish()
+    assert adapter.messages_in(CHANNEL.key) == ["First words, then the rest."]
+    assert [c.kind for c in adapter.calls] == ["send", "edit"]
