@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -27,13 +27,13 @@ class ToolSpec:
     parameters: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
+class ChatMessage(NamedTuple):
     """One turn sent to the model.
 
     An assistant turn may carry ``tool_calls``; a ``tool`` turn is one call's result,
     naming the tool (``tool_name``) and the call it answers (``tool_call_id``). A user
-    turn may carry ``images``.
+    turn may carry ``images``. Immutable; a tuple rather than a frozen dataclass because
+    every reply builds one per turn of its window, at a third of the cost.
     """
 
     role: Role
