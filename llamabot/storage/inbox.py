@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from llamabot.events import Author, ChannelRef, ImageRef, Inbound, Invocation
-from llamabot.storage.history import HistoryStore, is_sqlite
+from llamabot.storage.history import HistoryStore, is_sqlite, sqlite_timestamp
 from llamabot.storage.models import InboxEntry
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,6 @@ _PUT_SQL = str(
     sqlite.insert(InboxEntry).values(_VALUES).on_conflict_do_nothing().compile(dialect=_DIALECT)
 )
 _DONE_SQL = str(_DONE.compile(dialect=_DIALECT))
-_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f"
 # Other databases (PostgreSQL): the same statements through SQLAlchemy.
 _PUT = (
     postgresql.insert(InboxEntry).values(_VALUES).on_conflict_do_nothing().returning(InboxEntry.id)
@@ -45,9 +44,14 @@ _PUT = (
 T = TypeVar("T")
 
 
+@functools.cache
+def _field_names(cls: Any) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
 def _plain(value: object) -> dict[str, Any]:
     # dataclasses.asdict deep-copies every field: a tenth of a millisecond per message.
-    return {f.name: getattr(value, f.name) for f in fields(value)}  # type: ignore[arg-type]
+    return {name: getattr(value, name) for name in _field_names(type(value))}
 
 
 def _as_json(inbound: Inbound) -> str:
@@ -92,9 +96,7 @@ def _put(conn: Connection, params: dict[str, Any]) -> int | None:
         return int(entry) if entry is not None else None
     cursor = conn.connection.cursor()
     try:
-        cursor.execute(
-            _PUT_SQL, {**params, "received_at": params["received_at"].strftime(_TIMESTAMP)}
-        )
+        cursor.execute(_PUT_SQL, {**params, "received_at": sqlite_timestamp(params["received_at"])})
         return int(cursor.lastrowid or 0) if cursor.rowcount else None
     finally:
         cursor.close()
