@@ -44,14 +44,15 @@ _PUT = (
 T = TypeVar("T")
 
 
-@functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per event dataclass, read once
 
 
 def _plain(value: Any) -> dict[str, Any]:
     # dataclasses.asdict deep-copies every field: a tenth of a millisecond per message.
-    return {name: getattr(value, name) for name in _field_names(type(value))}
+    names = _FIELD_NAMES.get(type(value))
+    if names is None:
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
+    return {name: getattr(value, name) for name in names}
 
 
 def _as_json(inbound: Inbound) -> str:
