@@ -289,8 +289,10 @@ class Conversation:
         """The pictures the model sees, by turn: those of the newest ``[history]
         image_turns`` turns (this message's as prepared; older ones kept by the bot or
         fetched again, and left to their note when that fails)."""
-        newest = len(turns) - config.history.image_turns
-        chosen = [i for i, t in enumerate(turns) if i >= newest and t.role == "user" and t.images]
+        newest = max(len(turns) - config.history.image_turns, 0)
+        chosen = [
+            i for i in range(newest, len(turns)) if turns[i].role == "user" and turns[i].images
+        ]
         seen: dict[int, tuple[bytes, ...]] = {}
         if current and chosen and chosen[-1] == len(turns) - 1:
             seen[chosen.pop()] = tuple(p.data for p in current)
