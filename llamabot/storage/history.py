@@ -208,16 +208,20 @@ def _read_window(conn: Connection, conversation_id: int, count: int, tokens: int
     return _fit(_window_rows(conn, conversation_id, count), tokens)
 
 
-def _window_rows(conn: Connection, conversation_id: int, count: int) -> Sequence[Sequence[Any]]:
+def _window_rows(conn: Connection, conversation_id: int, count: int) -> list[Turn]:
     """The newest ``count`` complete turns, newest first."""
     if not is_sqlite(conn):
-        return conn.execute(_WINDOW_SELECT, {"cid": conversation_id, "n": count}).all()
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(_WINDOW_SQL, {**_WINDOW_CONSTANTS, "cid": conversation_id, "n": count})
-        return cursor.fetchall()
-    finally:
-        cursor.close()
+        rows: Sequence[Sequence[Any]] = conn.execute(
+            _WINDOW_SELECT, {"cid": conversation_id, "n": count}
+        ).all()
+    else:
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(_WINDOW_SQL, {**_WINDOW_CONSTANTS, "cid": conversation_id, "n": count})
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+    return [Turn._make(row) for row in rows]
 
 
 def _data_version(conn: Connection) -> int:
@@ -230,9 +234,9 @@ def _data_version(conn: Connection) -> int:
         cursor.close()
 
 
-def _row_of(message: NewMessage, message_id: int) -> tuple[Any, ...]:
+def _turn_of(message: NewMessage, message_id: int) -> Turn:
     """A stored message as the window query returns it."""
-    return (
+    return Turn(
         message.role,
         message.content,
         message.author_name,
@@ -245,16 +249,16 @@ def _row_of(message: NewMessage, message_id: int) -> tuple[Any, ...]:
     )
 
 
-def _fit(rows: Sequence[Sequence[Any]], max_tokens: int) -> list[Turn]:
-    """The newest rows (given newest first) within ``max_tokens``, oldest first."""
+def _fit(newest_first: Sequence[Turn], max_tokens: int) -> list[Turn]:
+    """The newest turns within ``max_tokens``, oldest first."""
     turns: list[Turn] = []
     used = 0
-    for row in rows:
-        tokens = row[3]
+    for turn in newest_first:
+        tokens = turn.tokens
         if turns and used + tokens > max_tokens:
             break
         used += tokens
-        turns.append(Turn._make(row))
+        turns.append(turn)
     turns.reverse()
     return turns
 
@@ -286,7 +290,7 @@ class HistoryStore:
         # another database; other databases are served by the async engine's pool.
         serial = engine.dialect.name == "sqlite" and not is_in_memory(engine.url)
         # Only the serial connection's units touch it, one group at a time (SQLite files).
-        self._recent = RecentTurns() if serial else None
+        self._recent = RecentTurns[Turn]() if serial else None
         self._serial = (
             SerialConnection(engine.url, on_rollback=self._recent.clear, on_begin=self._check)
             if self._recent is not None
@@ -360,7 +364,7 @@ class HistoryStore:
             if self._recent is not None:
                 for stored, message in zip(ids, messages, strict=True):
                     if stored and message.status == "ok":
-                        self._recent.add(conversation_id, _row_of(message, stored))
+                        self._recent.add(conversation_id, _turn_of(message, stored))
             return ids
 
         return await self._unit(work)
@@ -382,12 +386,12 @@ class HistoryStore:
             if recent is None:
                 return _read_window(conn, conversation_id, max_messages, max_tokens)
             if message.status == "ok":
-                recent.add(conversation_id, _row_of(message, stored))
+                recent.add(conversation_id, _turn_of(message, stored))
             cached = recent.newest(conversation_id, max_messages)
             if cached is not None:
                 return _fit(cached, max_tokens)
             rows = _window_rows(conn, conversation_id, max_messages)
-            recent.remember(conversation_id, [tuple(row) for row in rows], max_messages)
+            recent.remember(conversation_id, rows, max_messages)
             return _fit(rows, max_tokens)
 
         return await self._unit(work)

@@ -12,25 +12,27 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 # Conversations remembered; the least recently answered are forgotten first.
 MAX_CONVERSATIONS = 1000
 
-Row = tuple[Any, ...]  # a window row: role, content, author_name, tokens, tool..., images
+# A window row (history.Turn): role, content, author_name, tokens, tool..., images, id.
+# Kept as handed in, so a window is made of them without copying.
+Row = TypeVar("Row", bound=tuple[Any, ...])
 
 
 @dataclass
-class _Tail:
+class _Tail(Generic[Row]):
     rows: deque[Row] = field(default_factory=deque)  # oldest first, complete turns only
     whole: bool = False  # holds every complete turn of the conversation
 
 
-class RecentTurns:
+class RecentTurns(Generic[Row]):
     """The cache; all calls come from the history's units of work, one group at a time."""
 
     def __init__(self) -> None:
-        self._tails: OrderedDict[int, _Tail] = OrderedDict()
+        self._tails: OrderedDict[int, _Tail[Row]] = OrderedDict()
         self._version: int | None = None
 
     def clear(self) -> None:
