@@ -21,7 +21,7 @@ from llamabot.metrics import Metrics
 from llamabot.storage.history import HistoryStore, NewMessage, Turn
 from llamabot.streaming import RESTART_NOTICE, STOPPED_NOTICE, ReplyStream, send_text
 from llamabot.tools import ToolResult, TurnTools, describe_call
-from llamabot.window import build_window, calls_to_store, speaker_line
+from llamabot.window import ShownTurns, build_window, calls_to_store, speaker_line
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class Conversation:
         self._metrics = metrics or Metrics("")
         self._tools = tools
         self._memory = memory
+        self._shown: ShownTurns = {}  # what the last windows made of their turns
 
     async def respond(self, inbound: Inbound, adapter: Adapter, resolved: Resolved) -> str | None:
         """Stream an answer to ``inbound`` into its channel; returns the stored reply text."""
@@ -147,6 +148,7 @@ class Conversation:
             private=channel.is_private,
             tools=tools is not None,
             pictures=seen,
+            memo=self._shown,
         )
 
         reply = ReplyStream(adapter, channel, inbound.message_id)

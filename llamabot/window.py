@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
-from llamabot.llm.base import ChatMessage, Role, ToolCall
+from llamabot.llm.base import ChatMessage, ToolCall
 from llamabot.storage.history import Turn
 
 # Between merged turns of one role: a blank line, as two messages would read.
@@ -31,6 +31,12 @@ def speaker_line(name: str | None, text: str) -> str:
     return f"{name}: {text}" if name else text
 
 
+# Messages made from one turn, by (turn, private): consecutive windows of a conversation
+# share all but their newest turns. Emptied when it grows past MEMO_SIZE.
+ShownTurns = dict[tuple[Turn, bool], ChatMessage]
+MEMO_SIZE = 20_000
+
+
 def build_window(
     prompt: str,
     turns: Iterable[Turn],
@@ -38,47 +44,60 @@ def build_window(
     private: bool,
     tools: bool = False,
     pictures: Mapping[int, tuple[bytes, ...]] | None = None,
+    memo: ShownTurns | None = None,
 ) -> list[ChatMessage]:
     """The messages for the model: ``prompt`` as system turn, then alternating turns
     (with the tool calls and results when ``tools``). ``pictures`` maps the index of a
-    person's turn to the pictures the model sees with it."""
+    person's turn to the pictures the model sees with it; ``memo`` keeps the message
+    made from each plain turn for the next window."""
     messages: list[ChatMessage] = [ChatMessage("system", prompt)]
-    pictures = pictures or {}
-    role: Role
+    if memo is not None and len(memo) > MEMO_SIZE:
+        memo.clear()
     for index, turn in enumerate(turns):
-        calls: tuple[ToolCall, ...] = ()
-        seen: tuple[bytes, ...] = ()
-        if turn.role == "user":
-            seen = pictures.get(index, ())
-            said = turn.content + (IMAGE_NOTE if turn.images else "")
-            content = speaker_line(None if private else turn.author_name, said.strip())
-            role = "user"
-        elif turn.role == "assistant":
-            if len(messages) == 1:
-                continue  # the window's oldest user turn was trimmed away
-            content, role = turn.content, "assistant"
-            calls = stored_calls(turn.tool_calls) if tools else ()
-            if not calls and not content:
-                continue  # tool calls alone, for a model that is shown none
-        elif turn.role == "tool" and tools:
-            last = messages[-1]
-            if not (last.role == "tool" or last.tool_calls):
-                continue  # the call it answers was trimmed away
-            messages.append(
-                ChatMessage(
-                    "tool", turn.content, tool_name=turn.tool_name, tool_call_id=turn.tool_call_id
-                )
-            )
-            continue
-        else:
-            continue
+        seen = pictures.get(index, ()) if pictures else ()
+        plain = memo is not None and not seen and not (tools and turn.tool_calls)
+        message = memo.get((turn, private)) if plain and memo is not None else None
+        if message is None:
+            made = _message_of(turn, private, tools, seen)
+            if made is None:
+                continue
+            message = made
+            if plain and memo is not None:
+                memo[(turn, private)] = message
+        role = message.role
+        if role == "assistant" and len(messages) == 1:
+            continue  # the window's oldest user turn was trimmed away
         last = messages[-1]
-        if last.role == role and not calls and not last.tool_calls:
-            merged = last.content + MERGE_SEPARATOR + content
-            messages[-1] = ChatMessage(role, merged, images=last.images + seen)
+        if role == "tool":
+            if last.role == "tool" or last.tool_calls:
+                messages.append(message)
+            continue  # else the call it answers was trimmed away
+        if last.role == role and not message.tool_calls and not last.tool_calls:
+            merged = last.content + MERGE_SEPARATOR + message.content
+            messages[-1] = ChatMessage(role, merged, images=last.images + message.images)
         else:
-            messages.append(ChatMessage(role, content, tool_calls=calls, images=seen))
+            messages.append(message)
     return messages
+
+
+def _message_of(
+    turn: Turn, private: bool, tools: bool, seen: tuple[bytes, ...]
+) -> ChatMessage | None:
+    """One turn as the model sees it on its own; None for a turn it is not shown."""
+    if turn.role == "user":
+        said = turn.content + (IMAGE_NOTE if turn.images else "")
+        content = speaker_line(None if private else turn.author_name, said.strip())
+        return ChatMessage("user", content, images=seen)
+    if turn.role == "assistant":
+        calls = stored_calls(turn.tool_calls) if tools else ()
+        if not calls and not turn.content:
+            return None  # tool calls alone, for a model that is shown none
+        return ChatMessage("assistant", turn.content, tool_calls=calls)
+    if turn.role == "tool" and tools:
+        return ChatMessage(
+            "tool", turn.content, tool_name=turn.tool_name, tool_call_id=turn.tool_call_id
+        )
+    return None
 
 
 def stored_calls(text: str | None) -> tuple[ToolCall, ...]:

@@ -79,6 +79,29 @@ def test_group_turns_carry_the_speakers_name() -> None:
     assert merged.content == "Ann: hi\n\nBob: yo"
 
 
+def test_a_memo_gives_the_same_windows_as_building_afresh() -> None:
+    calls = '[{"id": "c1", "name": "clock", "arguments": {}}]'
+    history = [
+        turn("user", "hi", "Ann"),
+        Turn("assistant", "", None, 1, tool_calls=calls, id=2),
+        Turn("tool", "12:00", None, 1, tool_name="clock", tool_call_id="c1", id=3),
+        turn("assistant", "It is noon."),
+        Turn("user", "look", "Bob", 1, images='[{"sha256": "x"}]', id=5),
+        turn("user", "and?", "Bob"),
+        turn("assistant", "A cat."),
+    ]
+    memo: dict[tuple[Turn, bool], ChatMessage] = {}
+    for start in range(len(history)):  # windows sliding over the same turns, twice
+        for private, tools in itertools.product((True, False), repeat=2):
+            window = history[start:]
+            pictures = {0: (b"png",)}  # a different turn's, window to window
+            options: dict[str, Any] = {"private": private, "tools": tools, "pictures": pictures}
+            fresh = build_window("p", window, **options)
+            assert build_window("p", window, memo=memo, **options) == fresh
+            assert build_window("p", window, memo=memo, **options) == fresh
+    assert memo  # it was used
+
+
 def render(template: str, window: list[ChatMessage]) -> str:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
