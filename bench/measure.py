@@ -168,6 +168,12 @@ def load_main(
         f"--{lane}s", type=int, default=defaults[0], dest="lanes", metavar=f"{lane.upper()}S"
     )
     parser.add_argument("--messages", type=int, default=defaults[1])
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of raw then llamabot per load; the table shows each one's median",
+    )
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "LOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -176,8 +182,14 @@ def load_main(
     name, version = library
     info = machine({name: version})
     options = [f"--{lane}s", str(args.lanes), "--messages", str(args.messages)]
+    # Raw and llamabot alternate, round after round: a machine whose speed drifts (a
+    # shared host) weighs on both alike, and each round gives a ratio of its own.
     runs = [
-        run_child(script, f"{variant}/{load}", ["--child", variant, load, *options])
+        {
+            "round": number,
+            **run_child(script, f"{variant}/{load}", ["--child", variant, load, *options]),
+        }
+        for number in range(1, max(args.rounds, 1) + 1)
         for load in LOADS
         for variant in VARIANTS
     ]
@@ -185,8 +197,10 @@ def load_main(
         "machine": info,
         f"{lane}s": args.lanes,
         f"messages_per_{lane}": args.messages,
+        "rounds": max(args.rounds, 1),
         "note": note,
         "runs": runs,
+        "summary": summarise_rounds(runs),
     }
     print_table(report)
     save(report, Path(script).with_suffix(".json"))
@@ -301,25 +315,59 @@ def print_load_table(
     """
     m = report["machine"]
     print(headline(f"{what}, instant model", m, f"{library} {m[library]}"))
+    rounds = report.get("rounds", 1)
+    if rounds > 1:
+        print(f"each row: the median of {rounds} rounds (by msg/s); raw and llamabot alternate")
     header = (
         f"{'load':<7}{'bot':<10}{'msg/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
         f"{'RSS MiB':>9}{columns}  checks"
     )
     print(header)
     print("-" * (len(header) + 30))
-    for run in report["runs"]:
-        lat = run["latency_ms"]
-        print(
-            f"{run['load']:<7}{run['variant']:<10}{run['answered_per_s']:>8.0f}"
-            f"{lat['p50']:>9.1f}{lat['p99']:>9.1f}{lat['max']:>9.1f}"
-            f"{run['peak_rss_mib']:>9.0f}{cells(run)}"
-        )
     for load in LOADS:
-        by = {run["variant"]: run for run in report["runs"] if run["load"] == load}
-        if set(by) == set(VARIANTS):
-            ratio = by["llamabot"]["answered_per_s"] / by["raw"]["answered_per_s"]
-            bot_cpu = by["llamabot"]["cpu_ms_per_message"] - by["raw"]["cpu_ms_per_message"]
+        for variant in VARIANTS:
+            mine = [r for r in report["runs"] if r["load"] == load and r["variant"] == variant]
+            if not mine:
+                continue
+            run = _median_run(mine)
+            lat = run["latency_ms"]
             print(
-                f"{load}: llamabot throughput is {throughput(ratio)}; the bot's CPU per "
-                f"message {bot_cpu:.2f} ms (process CPU beyond the raw library's)"
+                f"{load:<7}{variant:<10}{run['answered_per_s']:>8.0f}"
+                f"{lat['p50']:>9.1f}{lat['p99']:>9.1f}{lat['max']:>9.1f}"
+                f"{run['peak_rss_mib']:>9.0f}{cells(run)}"
             )
+    for load, figures in report["summary"].items():
+        ratios = ", ".join(f"{r:.2f}" for r in figures["ratios"])
+        print(
+            f"{load}: llamabot throughput is {throughput(figures['ratio'])} (median; rounds "
+            f"{ratios}); the bot's CPU per message {figures['bot_cpu_ms']:.2f} ms (process "
+            "CPU beyond the raw library's)"
+        )
+
+
+def _median_run(runs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    ordered = sorted(runs, key=lambda run: run["answered_per_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def summarise_rounds(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per load: llamabot's throughput over raw's in each round, their median, and the
+    median CPU the bot adds per message (process CPU beyond raw's, round by round)."""
+    summary: dict[str, Any] = {}
+    for load in LOADS:
+        pairs = {}
+        for run in runs:
+            if run["load"] == load:
+                pairs.setdefault(run.get("round", 1), {})[run["variant"]] = run
+        whole = [p for p in pairs.values() if set(p) == set(VARIANTS)]
+        if not whole:
+            continue
+        ratios = [p["llamabot"]["answered_per_s"] / p["raw"]["answered_per_s"] for p in whole]
+        cpu = [p["llamabot"]["cpu_ms_per_message"] - p["raw"]["cpu_ms_per_message"] for p in whole]
+        summary[load] = {
+            "ratios": ratios,
+            "ratio": statistics.median(ratios),
+            "bot_cpu_ms_each_round": cpu,
+            "bot_cpu_ms": statistics.median(cpu),
+        }
+    return summary
