@@ -41,6 +41,8 @@ def _image_refs(inbound: Inbound, pictures: list[PreparedImage]) -> str | None:
 # Makes the tools one reply may call (see PluginContexts.tools_for).
 ToolsFor = Callable[[Inbound, Adapter, Resolved], TurnTools]
 
+# Persona prompts whose token count is kept (a reload may bring new ones).
+MAX_PROMPTS_COUNTED = 256
 # Room kept for the answer when the persona does not set num_predict.
 DEFAULT_ANSWER_TOKENS = 512
 EMPTY_REPLY = "The model gave an empty answer. Try rephrasing your message."
@@ -95,6 +97,7 @@ class Conversation:
         self._tools = tools
         self._memory = memory
         self._shown: ShownTurns = {}  # what the last windows made of their turns
+        self._prompt_tokens: dict[str, int] = {}  # persona prompt -> its tokens
 
     async def respond(self, inbound: Inbound, adapter: Adapter, resolved: Resolved) -> str | None:
         """Stream an answer to ``inbound`` into its channel; returns the stored reply text."""
@@ -463,7 +466,13 @@ class Conversation:
     async def _token_budget(self, resolved: Resolved, config: Config) -> int:
         """History tokens: ``[history] max_tokens``, and what the model's context leaves."""
         persona = resolved.persona
-        system_tokens = self._model.count_tokens(persona.prompt)
+        system_tokens = self._prompt_tokens.get(persona.prompt)
+        if system_tokens is None:  # once per prompt: the embedded model's tokenizer is real work
+            if len(self._prompt_tokens) > MAX_PROMPTS_COUNTED:
+                self._prompt_tokens.clear()  # prompts edited again and again: start over
+            system_tokens = self._prompt_tokens[persona.prompt] = self._model.count_tokens(
+                persona.prompt
+            )
         budget = config.history.max_tokens - system_tokens
         context = persona.num_ctx or await self._model.context_length(persona.model)
         if context:

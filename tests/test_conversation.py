@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Connection
@@ -92,3 +93,29 @@ async def test_hot_reload_puts_new_timeouts_in_force(make_config: MakeConfig) ->
         text = BASE_TOML.replace('backend = "embedded"', 'backend = "embedded"\nidle_timeout = 7')
         running.apply_config(parse_config(text, Path("bot.toml")))
     assert model.timeouts == (120.0, 7.0)
+
+
+@dataclass
+class CountingModel(ScriptedModel):
+    """Records every text it was asked to count tokens of."""
+
+    counted: list[str] = field(default_factory=list)
+
+    def count_tokens(self, text: str) -> int:
+        self.counted.append(text)
+        return super().count_tokens(text)
+
+
+async def test_the_persona_prompt_is_counted_once_not_per_message(
+    make_config: MakeConfig,
+) -> None:
+    # The embedded model's tokenizer takes ~0.4 ms for a 300-character prompt.
+    config = make_config()
+    prompt = config.personas[config.bot.default_persona].prompt
+    model = CountingModel()
+    adapter = FakePlatform()
+    async with bot(config, model, adapter):
+        for text in ("one", "two", "three"):
+            await adapter.say(text)
+    assert len(adapter.messages_in(KEY)) == 3
+    assert model.counted.count(prompt) == 1
