@@ -52,14 +52,28 @@ def machine(versions: Mapping[str, str] | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "load_average_at_start": os.getloadavg(),
         **(versions or {}),
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), or the architecture: figures differ by machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def headline(what: str, facts: Mapping[str, Any], *details: str) -> str:
-    """A table's first line: ``what`` — the machine's cores and Python, then ``details``."""
-    return ", ".join([f"{what} — {facts['cores']} cores", f"Python {facts['python']}", *details])
+    """A table's first line: ``what`` — the machine's cores, CPU and Python, then
+    ``details``."""
+    cores = f"{facts['cores']} cores" + (f" ({facts['cpu']})" if facts.get("cpu") else "")
+    return ", ".join([f"{what} — {cores}", f"Python {facts['python']}", *details])
 
 
 def save(report: dict[str, Any], path: Path) -> None:
