@@ -285,6 +285,9 @@ class FakeDiscord(InteractionsMixin):
         self.channels: dict[str, FakeChannel] = {}
         self.messages: dict[str, FakeMessage] = {}
         self.replies_to: dict[str, FakeMessage] = {}  # message id -> the bot's reply to it
+        # Told of every first reply (the message answered, the reply): cheaper than a
+        # condition re-checked on every request by each of many waiters (a benchmark).
+        self.reply_listeners: list[Callable[[FakeMessage, FakeMessage], None]] = []
         self.requests: list[RecordedRequest] = []
         self.gateway_log: list[tuple[float, str, Json]] = []  # (time, "recv"/"send", frame)
         self.connections: list[str] = []  # path and query of every gateway connection
@@ -944,8 +947,10 @@ class FakeDiscord(InteractionsMixin):
                 referenced = None  # Discord posts it as a plain message
         message = self._new_message(channel, self.bot_user, content, referenced, channel.guild_id)
         message.posted_at = request[_RECORD].at
-        if referenced is not None:
-            self.replies_to.setdefault(referenced.id, message)
+        if referenced is not None and referenced.id not in self.replies_to:
+            self.replies_to[referenced.id] = message
+            for listener in self.reply_listeners:
+                listener(referenced, message)
         if nonce is not None:
             self._by_nonce[nonce] = message
         await self._dispatch("MESSAGE_CREATE", message.payload)
