@@ -6,7 +6,6 @@ Defaults live here, once. Every error names the file, line and key, and says wha
 from __future__ import annotations
 
 import difflib
-import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -199,12 +198,6 @@ class Persona(Section):
 
     def options(self) -> GenerationOptions:
         """The persona's sampling options for the model backend."""
-        return self._options
-
-    @functools.cached_property
-    def _options(self) -> GenerationOptions:
-        # Built once per persona (the config is immutable; a reload makes new personas),
-        # not on every reply.
         return GenerationOptions(
             temperature=self.temperature,
             top_p=self.top_p,
