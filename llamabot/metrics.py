@@ -11,11 +11,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from llamabot.errors import StartupError
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from llamabot.tools import Tool, ToolResult
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,9 @@ class Metrics:
             raise StartupError(
                 f"[metrics] listen = {self.listen!r} is not host:port, e.g. 127.0.0.1:9464"
             ) from None
+        # Imported here: a bot without metrics (the console chat) never loads aiohttp.
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_get("/metrics", self._serve)
         runner = web.AppRunner(app, access_log=None)
@@ -214,6 +217,7 @@ class Metrics:
             await runner.cleanup()
 
     async def _serve(self, request: web.Request) -> web.Response:
+        from aiohttp import web
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         body = generate_latest(self.registry)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import aiohttp
 import pytest
@@ -77,3 +79,15 @@ async def test_a_taken_port_is_one_clear_line(
         with pytest.raises(StartupError, match=r"\[metrics\] cannot listen on 127.0.0.1:\d+"):
             async with Bot(config, model=model, adapters=[], plugins=PluginHost()):
                 pass
+
+
+def test_a_bot_without_metrics_loads_no_http_server_code() -> None:
+    # The terminal chat's start: aiohttp cost ~0.25 s of it on a 2-core VM.
+    code = (
+        "import sys, llamabot.app, llamabot.adapters.console, llamabot.llm.llamacpp; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
