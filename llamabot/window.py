@@ -51,19 +51,21 @@ def build_window(
     person's turn to the pictures the model sees with it; ``memo`` keeps the message
     made from each plain turn for the next window."""
     messages: list[ChatMessage] = [ChatMessage("system", prompt)]
-    if memo is not None and len(memo) > MEMO_SIZE:
-        memo.clear()
+    shown: ShownTurns = memo if memo is not None else {}
+    if len(shown) > MEMO_SIZE:
+        shown.clear()
     for index, turn in enumerate(turns):
         seen = pictures.get(index, ()) if pictures else ()
-        plain = memo is not None and not seen and not (tools and turn.tool_calls)
-        message = memo.get((turn, private)) if plain and memo is not None else None
+        # Kept only when made from the turn and privacy alone: no pictures, and nothing
+        # that depends on whether the model is shown tools.
+        plain = not seen and turn.role != "tool" and not turn.tool_calls
+        message = shown.get((turn, private)) if plain else None
         if message is None:
-            made = _message_of(turn, private, tools, seen)
-            if made is None:
+            message = _message_of(turn, private, tools, seen)
+            if message is None:
                 continue
-            message = made
-            if plain and memo is not None:
-                memo[(turn, private)] = message
+            if plain:
+                shown[(turn, private)] = message
         role = message.role
         if role == "assistant" and len(messages) == 1:
             continue  # the window's oldest user turn was trimmed away
